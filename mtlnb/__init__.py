@@ -1,0 +1,29 @@
+"""mtlnb: multi-task learning in PyTorch, built for notebooks.
+
+Describe a model as a list of torchMTL task dicts, build an `MTLModel`, train it
+on `model.loss(...)`. Heavy optional libraries (matplotlib, ipywidgets, graphviz)
+are imported only by the parts that draw.
+"""
+
+from .errors import MTLError, SpecError, SpecWarning
+from .graph import LossResult, MTLModel
+from .layers import Concat, Lambda, Mean, SimpleSelect, SliceSelect, Sum
+from .spec import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Concat",
+    "Lambda",
+    "LossResult",
+    "MTLError",
+    "MTLModel",
+    "Mean",
+    "SimpleSelect",
+    "SliceSelect",
+    "SpecError",
+    "SpecWarning",
+    "Sum",
+    "Task",
+    "__version__",
+]

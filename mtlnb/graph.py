@@ -1,0 +1,297 @@
+"""`MTLModel`: the executed task graph, built from torchMTL task dicts.
+
+The spec is validated once (`mtlnb.spec`), the execution order computed once,
+and `forward` walks that order keeping every activation in a local dict: nothing
+of a call is stored on the module, so the model is re-entrant, copyable and
+traceable by `torch.compile(fullgraph=True)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import MTLError, SpecError
+from .spec import ROOT, Task, TaskGraph, parse_tasks
+
+__all__ = ["LossResult", "MTLModel"]
+
+# Attributes an instance sets; a task may not take these names either.
+_INSTANCE_ATTRIBUTES = frozenset(
+    {"spec", "g", "task_layers", "output_tasks", "layer_names", "log_vars", "example_shapes"}
+)
+
+
+class LossResult(NamedTuple):
+    """What `MTLModel.loss` returns: unpack as `total, per_task = model.loss(...)`."""
+
+    total: torch.Tensor
+    """The weighted sum to call `.backward()` on."""
+    per_task: dict[str, torch.Tensor]
+    """Each output task's raw (unweighted) loss."""
+
+
+class MTLModel(nn.Module):
+    """A multi-task network described by a list of torchMTL task dicts.
+
+    Each dict names a node (`name`), what it computes (`layers`), where its input
+    comes from (`anchor_layer`: a task name or a list of them, whose outputs are
+    passed in the order listed; no anchor means the model input), and optionally
+    a `loss` with a `loss_weight` (a number >= 0, or `'auto'` to learn it by
+    uncertainty weighting, starting from `loss_init_val`).
+
+    `forward(x)` returns torchMTL's triple `(y_hat, loss_fns, loss_weights)` for
+    `output_tasks`; `loss(y_hat, targets)` gives the weighted total to train on.
+    Pass `example_input` to run a dry check of all shapes at construction.
+    """
+
+    def __init__(
+        self,
+        task_layers: Sequence[Mapping[str, Any]],
+        output_tasks: Sequence[str] | None = None,
+        *,
+        example_input: Any = None,
+    ) -> None:
+        super().__init__()
+        spec = parse_tasks(task_layers, output_tasks, reserved_names=set(dir(type(self))) | _INSTANCE_ATTRIBUTES)
+        self.spec: TaskGraph = spec
+        self.g = spec.graph
+        self.task_layers = list(task_layers)
+        self.output_tasks: list[str] = list(spec.output_tasks)
+        self.layer_names: list[str] = [t.name for t in spec.tasks]
+        self.example_shapes: dict[str, str] = {}
+
+        self._functions: dict[str, Callable[..., Any]] = {}
+        for task in spec.tasks:
+            if isinstance(task.layers, nn.Module):
+                self.add_module(task.name, task.layers)
+            else:
+                self._functions[task.name] = task.layers
+
+        # Uncertainty weighting (Kendall et al. 2018): weight exp(-s), s learned,
+        # starting where the weight equals the task's loss_init_val.
+        self.log_vars = nn.ParameterDict(
+            {
+                t.name: nn.Parameter(torch.tensor(-math.log(t.loss_init_val or 1.0)))
+                for t in spec.tasks
+                if t.learns_weight
+            }
+        )
+
+        self._output_plan = self._plan(spec.needed_for(spec.output_tasks))
+        self._full_plan = self._plan(spec.order)
+        outputs = [spec[name] for name in spec.output_tasks]
+        self._output_losses = [t.loss for t in outputs]
+        # (position in y_hat, task, fixed weight or None for a learned one)
+        self._loss_terms = [
+            (i, t.name, t.loss, None if t.learns_weight else t.fixed_weight)
+            for i, t in enumerate(outputs)
+            if t.loss is not None
+        ]
+        self._warned_hand_weighting = False
+
+        if example_input is not None:
+            self.check(example_input)
+
+    def _plan(self, order: Sequence[str]) -> tuple[tuple[str, tuple[str, ...], bool], ...]:
+        """(name, the names feeding it, whether it is a registered module), in execution order."""
+        return tuple((name, self.spec[name].anchors or (ROOT,), name not in self._functions) for name in order)
+
+    # ------------------------------------------------------------ execution
+
+    def _run(self, inputs: Any, plan: tuple[tuple[str, tuple[str, ...], bool], ...]) -> dict[str, Any]:
+        outputs: dict[str, Any] = {ROOT: inputs}
+        modules = self._modules
+        functions = self._functions
+        for name, anchors, is_module in plan:
+            node = modules[name] if is_module else functions[name]
+            outputs[name] = node(*[outputs[a] for a in anchors])
+        return outputs
+
+    def forward(self, inputs: Any) -> tuple[list[Any], list[Callable[..., Any] | None], list[Any]]:
+        """Run the graph; return `(y_hat, loss_fns, loss_weights)`, one entry per output task.
+
+        `inputs` may be a tensor, a tuple/list (pick parts with `SimpleSelect`) or a dict.
+        Weights are floats for fixed tasks and positive 0-dim tensors for `'auto'` tasks.
+        """
+        outputs = self._run(inputs, self._output_plan)
+        y_hat = [outputs[name] for name in self.output_tasks]
+        return y_hat, list(self._output_losses), self._weights_for_outputs()
+
+    def all_outputs(self, inputs: Any) -> dict[str, Any]:
+        """Every task's output for one forward pass, by name (for inspection and plots)."""
+        outputs = self._run(inputs, self._full_plan)
+        del outputs[ROOT]
+        return outputs
+
+    def _weights_for_outputs(self) -> list[Any]:
+        weights: list[Any] = []
+        for name in self.output_tasks:
+            task = self.spec[name]
+            if task.learns_weight:
+                weights.append(self._learned_weight(name))
+            elif task.loss is None:
+                weights.append(task.loss_weight)
+            else:
+                weights.append(task.fixed_weight)
+        return weights
+
+    def _learned_weight(self, name: str) -> torch.Tensor:
+        weight = torch.exp(-self.log_vars[name])
+        if weight.requires_grad and not torch.compiler.is_compiling():
+            weight.register_hook(functools.partial(self._warn_hand_weighting, name))
+        return weight
+
+    def _warn_hand_weighting(self, name: str, grad: torch.Tensor) -> None:
+        # Only a loss that multiplied the returned weight in by hand sends a
+        # gradient here: `loss()` works on log_vars directly.
+        if not self._warned_hand_weighting:
+            self._warned_hand_weighting = True
+            warnings.warn(
+                f"The learned ('auto') weight of task {name!r} was multiplied into a loss by hand. "
+                "A bare learned multiplier is minimised by shrinking it: the optimizer drives it towards 0 "
+                "(torchMTL's 'auto' even went negative and diverged) and the task stops being trained. "
+                "Train on `total, per_task = model.loss(y_hat, targets)` instead: it applies "
+                "uncertainty weighting exp(-s)*L + s (Kendall et al. 2018), which keeps the weight positive "
+                "and settles it near 1/L.",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
+        return None
+
+    # ------------------------------------------------------------ the training loss
+
+    def loss(self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]) -> LossResult:
+        """The weighted training loss of the output tasks that have a `loss`.
+
+        `y_hat` is the first element of `forward`'s triple (or a dict by task name);
+        `targets` is a list in `output_tasks` order or a dict by task name.
+        Fixed tasks add `weight * L`; `'auto'` tasks add `exp(-s) * L + s`.
+        """
+        by_name_pred = isinstance(y_hat, Mapping)
+        by_name_target = isinstance(targets, Mapping)
+        if not by_name_target and len(targets) < len(self.output_tasks):
+            raise MTLError(
+                f"targets has {len(targets)} entries but there are {len(self.output_tasks)} output tasks "
+                f"{self.output_tasks}; give one target per output task, in that order, or a dict by task name"
+            )
+        total: torch.Tensor | None = None
+        per_task: dict[str, torch.Tensor] = {}
+        for position, name, loss_fn, weight in self._loss_terms:
+            pred = y_hat[name] if by_name_pred else y_hat[position]
+            if by_name_target:
+                if name not in targets:
+                    raise MTLError(f"targets has no entry for task {name!r}; it has {sorted(targets)}")
+                target = targets[name]
+            else:
+                target = targets[position]
+            value = loss_fn(pred, target)
+            per_task[name] = value
+            if weight is None:
+                log_var = self.log_vars[name]
+                term = torch.exp(-log_var) * value + log_var
+            else:
+                term = value if weight == 1.0 else weight * value
+            total = term if total is None else total + term
+        if total is None:
+            raise MTLError(f"none of the output tasks {self.output_tasks} has a 'loss'; there is nothing to weight")
+        return LossResult(total, per_task)
+
+    # ------------------------------------------------------------ torchMTL's attributes
+
+    @property
+    def losses(self) -> dict[str, Callable[..., Any]]:
+        """Loss function by task name, for tasks that have one (as in torchMTL)."""
+        return {t.name: t.loss for t in self.spec.tasks if t.loss is not None}
+
+    @property
+    def loss_weights(self) -> dict[str, Any]:
+        """Current weight by task name: a float, or the learned weight exp(-s) as a 0-dim tensor."""
+        return {
+            t.name: (torch.exp(-self.log_vars[t.name]) if t.learns_weight else t.loss_weight)
+            for t in self.spec.tasks
+            if t.loss_weight is not None
+        }
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The validated tasks, in spec order."""
+        return self.spec.tasks
+
+    # ------------------------------------------------------------ dry run
+
+    @torch.no_grad()
+    def check(self, example_input: Any) -> dict[str, str]:
+        """Run every node once on `example_input` and return each task's output shape.
+
+        A node that fails raises `SpecError` naming the edge(s) into it and the shapes
+        that flowed along them. The model's mode and parameters are left unchanged
+        (it runs in eval mode, so batch-norm statistics are not updated).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            outputs: dict[str, Any] = {ROOT: example_input}
+            for name, anchors, is_module in self._full_plan:
+                node = self._modules[name] if is_module else self._functions[name]
+                try:
+                    outputs[name] = node(*[outputs[a] for a in anchors])
+                except Exception as error:
+                    raise SpecError([self._describe_failure(name, anchors, outputs, error)]) from error
+        finally:
+            self.train(was_training)
+        self.example_shapes = {name: describe_shape(outputs[name]) for name, _, _ in self._full_plan}
+        return dict(self.example_shapes)
+
+    def _describe_failure(self, name: str, anchors: tuple[str, ...], outputs: dict[str, Any], error: Exception) -> str:
+        edges = ", ".join(f"{a} -> {name} carries {describe_shape(outputs[a])}" for a in anchors)
+        expected = _expected_input(self.spec[name].layers)
+        expectation = f"; {name!r} expects {expected}" if expected else ""
+        return (
+            f"task {name!r} fails on the example input: edge {edges}{expectation}. "
+            f"PyTorch said: {type(error).__name__}: {error}"
+        )
+
+    def extra_repr(self) -> str:
+        return f"output_tasks={self.output_tasks}"
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside torch and mtlnb (the user's `.backward()` line)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(part in frame.f_code.co_filename for part in ("/torch/", "/mtlnb/")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def describe_shape(value: Any) -> str:
+    """A short text for what flows along an edge: `(8, 32)`, `tuple[(8, 2), (8, 1)]`, `{'a': (8, 2)}`."""
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_shape(v) for v in value)
+        return f"{type(value).__name__}[{inner}]"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k!r}: {describe_shape(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    return type(value).__name__
+
+
+def _expected_input(layers: Any) -> str | None:
+    """What the first layer of a node wants, when it says so (Linear, Conv, Embedding...)."""
+    if not isinstance(layers, nn.Module):
+        return None
+    for module in layers.modules():
+        for attribute, unit in (("in_features", "input features"), ("in_channels", "input channels")):
+            if isinstance(getattr(module, attribute, None), int):
+                return f"{getattr(module, attribute)} {unit} (its {type(module).__name__})"
+        if isinstance(module, nn.Embedding):
+            return f"integer indices below {module.num_embeddings} (its Embedding)"
+    return None
