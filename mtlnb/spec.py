@@ -100,15 +100,21 @@ def parse_tasks(
     Raises one `SpecError` listing every problem found. `reserved_names` are names
     a task may not take (attributes of the model class that will hold the tasks).
     """
-    problems: list[str] = []
+    # (position in the spec, text): reported in spec order, output_tasks last.
+    problems: list[tuple[float, str]] = []
     if not isinstance(tasks, (list, tuple)):
         hint = " (a single task? wrap it in a list: [task])" if isinstance(tasks, Mapping) else ""
         raise SpecError([f"the task spec must be a list of task dicts; got {_kind(tasks)}{hint}"])
     if not tasks:
         raise SpecError(["the task spec is empty; give at least one task dict"])
 
-    parsed = [_parse_task(i, raw, problems) for i, raw in enumerate(tasks)]
-    named = [t for t in parsed if t is not None]
+    named = []
+    for index, raw in enumerate(tasks):
+        task_problems: list[str] = []
+        task = _parse_task(index, raw, task_problems)
+        problems += [(index, text) for text in task_problems]
+        if task is not None:
+            named.append(task)
     _check_names(named, set(reserved_names), problems)
 
     known = [t.name for t in named]
@@ -116,21 +122,26 @@ def parse_tasks(
         for anchor in task.anchors:
             if anchor != ROOT and anchor not in known:
                 problems.append(
-                    f"{_where(task)}, key 'anchor_layer': no task is named {anchor!r}"
-                    f"{_suggest(anchor, known)}; known tasks: {_listing(known)}"
+                    (
+                        task.index,
+                        f"{_where(task)}, key 'anchor_layer': no task is named {anchor!r}"
+                        f"{_suggest(anchor, known)}; known tasks: {_listing(known)}",
+                    )
                 )
 
     graph = _build_graph(named)
-    problems.extend(_cycle_problems(graph))
-    outputs = _parse_output_tasks(output_tasks, named, graph, problems)
+    position = {t.name: t.index for t in named}
+    problems += [(min(position[n] for n in cycle), text) for cycle, text in _cycle_problems(graph)]
+    output_problems: list[str] = []
+    outputs = _parse_output_tasks(output_tasks, named, graph, output_problems)
+    problems += [(math.inf, text) for text in output_problems]
 
     if problems:
-        raise SpecError(problems)
+        raise SpecError([text for _, text in sorted(problems, key=lambda p: p[0])])
     _warn_about_oddities(named, outputs)
 
     import networkx as nx
 
-    position = {t.name: t.index for t in named}
     order = [n for n in nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, -1)) if n != ROOT]
     return TaskGraph(tuple(named), tuple(outputs), graph, tuple(order))
 
@@ -244,24 +255,26 @@ def _as_real(value: Any) -> float | None:
 # ---------------------------------------------------------------- the tasks together
 
 
-def _check_names(tasks: list[Task], reserved: set[str], problems: list[str]) -> None:
+def _check_names(tasks: list[Task], reserved: set[str], problems: list[tuple[float, str]]) -> None:
     """Report name clashes and drop the clashing tasks, so later checks speak of each name once."""
     first_seen: dict[str, Task] = {}
     for task in tasks:
         if task.name == ROOT:
-            problems.append(f"{_where(task)}, key 'name': 'root' is reserved for the model input; choose another name")
+            text = f"{_where(task)}, key 'name': 'root' is reserved for the model input; choose another name"
         elif task.name in reserved:
-            problems.append(
+            text = (
                 f"{_where(task)}, key 'name': {task.name!r} is taken by an attribute of the model itself; "
                 f"choose another name, e.g. {task.name + '_task'!r}"
             )
         elif task.name in first_seen:
-            problems.append(
+            text = (
                 f"{_where(task)}, key 'name': duplicate name {task.name!r} "
                 f"(also tasks[{first_seen[task.name].index}]); names must be unique"
             )
         else:
             first_seen[task.name] = task
+            continue
+        problems.append((task.index, text))
     tasks[:] = [t for t in tasks if first_seen.get(t.name) is t]
 
 
@@ -281,7 +294,8 @@ def _build_graph(tasks: list[Task]) -> nx.DiGraph:
     return graph
 
 
-def _cycle_problems(graph: nx.DiGraph, most: int = 5) -> list[str]:
+def _cycle_problems(graph: nx.DiGraph, most: int = 5) -> list[tuple[list[str], str]]:
+    """(the tasks of a cycle, the problem text) for at most `most` cycles."""
     import itertools
 
     import networkx as nx
@@ -290,10 +304,8 @@ def _cycle_problems(graph: nx.DiGraph, most: int = 5) -> list[str]:
     for cycle in itertools.islice(nx.simple_cycles(graph), most):
         path = " -> ".join([*cycle, cycle[0]])
         names = ", ".join(repr(n) for n in cycle)
-        problems.append(
-            f"tasks {names}, key 'anchor_layer': the anchors form a cycle {path}; "
-            "a task cannot depend on its own output"
-        )
+        text = f"tasks {names}, key 'anchor_layer': the anchors form a cycle {path}; a task cannot depend on its own output"
+        problems.append((cycle, text))
     return problems
 
 

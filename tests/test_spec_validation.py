@@ -157,6 +157,7 @@ def test_three_mistakes_are_reported_together():
     assert "'Task1'" in text and "'Embd1'" in text
     assert "'Task2'" in text and "'loss_weigth'" in text
     assert "'Task3'" in text and "'loss_weight'" in text
+    assert [p.split("'")[1] for p in error.problems] == ["Task1", "Task2", "Task3"]  # in spec order
 
 
 def test_a_task_with_a_bad_key_still_counts_as_a_known_anchor():
@@ -206,6 +207,7 @@ def test_dry_run_returns_every_shape_and_leaves_the_model_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     shapes = model.check(torch.randn(8, 16))
     assert shapes == {
+        "root": "(8, 16)",
         "Embed1": "(8, 8)",
         "Embed2": "(8, 8)",
         "CatTask": "(8, 16)",
