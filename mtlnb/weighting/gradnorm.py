@@ -1,0 +1,67 @@
+"""GradNorm (Chen et al., ICML 2018)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ._autograd import per_task_gradients
+from .base import Losses, LossWeighting, check_option, register
+
+
+@register
+class GradNorm(LossWeighting):
+    """Chen et al. 2018: learned weights wᵢ (Σwᵢ = K) pulled so that ‖∇_W wᵢLᵢ‖ ≈ mean norm · rᵢ^α.
+
+    rᵢ is task i's loss relative to its first loss, over the mean of those ratios. The paper
+    takes W = the last shared layer: pass its parameters as `shared_parameters` (all
+    shared parameters work too, at the cost of a backward pass per task through them).
+    The wᵢ are parameters of this module: give them to your optimizer; their gradient comes
+    from the GradNorm objective only, never from the task losses.
+    """
+
+    name = "gradnorm"
+    paper = "Chen et al., GradNorm: gradient normalization for adaptive loss balancing, ICML 2018"
+
+    def __init__(self, tasks: int | Sequence[str], alpha: float = 1.5) -> None:
+        super().__init__(tasks)
+        check_option(
+            self.name,
+            "alpha",
+            alpha,
+            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+            "a non-negative float",
+        )
+        self.alpha = float(alpha)
+        self.loss_scales = nn.Parameter(torch.ones(self.num_tasks))
+        self.register_buffer("initial_losses", torch.full((self.num_tasks,), math.nan))
+
+    def compute_weights(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.loss_scales.detach().to(losses)
+
+    def backward(self, losses: Losses, shared_parameters: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
+        with torch.no_grad():  # the paper's renormalisation, after the optimizer moved the weights
+            self.loss_scales.clamp_(min=1e-6).mul_(self.num_tasks / self.loss_scales.sum())
+        items = self._loss_list(losses)
+        active = self._active()
+        detached = torch.stack([loss.detach() for loss in items]).float().cpu()
+        if torch.isnan(self.initial_losses).any():
+            self.initial_losses.copy_(detached)
+        shared, rows = per_task_gradients(
+            [items[i] for i in active], shared_parameters, only_shared=True, retain_graph=True
+        )
+        norms = torch.sqrt(sum(rows[p].reshape(len(active), -1).double().pow(2).sum(1) for p in shared)).float().cpu()
+        scales = self.loss_scales.detach().cpu()[active]
+        weighted_norms = scales * norms
+        ratios = detached[active] / self.initial_losses[active]
+        targets = weighted_norms.mean() * (ratios / ratios.mean()) ** self.alpha
+        grad = torch.zeros(self.num_tasks)
+        grad[active] = torch.sign(weighted_norms - targets) * norms  # d|wᵢnᵢ − targetᵢ| / dwᵢ, target held constant
+        grad = grad.to(self.loss_scales)
+        self.loss_scales.grad = grad if self.loss_scales.grad is None else self.loss_scales.grad + grad
+        total = self.weighted_loss(items)
+        total.backward()
+        return total.detach()
