@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import MTLError, SpecError
 from .spec import ROOT, Task, TaskGraph, parse_tasks
+from .weighting.base import LossWeighting, Weighting
 
 if TYPE_CHECKING:
     import graphviz
@@ -34,7 +35,7 @@ _HAND_WEIGHTING_CHECKS = 20
 
 # Attributes an instance sets; a task may not take these names either.
 _INSTANCE_ATTRIBUTES = frozenset(
-    {"spec", "g", "task_layers", "output_tasks", "layer_names", "log_vars", "example_shapes"}
+    {"spec", "g", "task_layers", "output_tasks", "layer_names", "log_vars", "example_shapes", "weighting"}
 )
 
 
@@ -57,8 +58,13 @@ class MTLModel(nn.Module):
     uncertainty weighting, starting from `loss_init_val`).
 
     `forward(x)` returns torchMTL's triple `(y_hat, loss_fns, loss_weights)` for
-    `output_tasks`; `loss(y_hat, targets)` gives the weighted total to train on.
-    Pass `example_input` to run a dry check of all shapes at construction.
+    `output_tasks`; `backward(y_hat, targets)` leaves this step's gradients in
+    `.grad` (`loss(y_hat, targets)` gives the weighted total instead, for loss
+    weightings). Pass `example_input` to run a dry check of all shapes at construction.
+
+    `weighting` picks a strategy from `mtlnb.weighting` by name or instance (default:
+    the fixed weights of the spec, with uncertainty weighting for `'auto'` tasks).
+    The spec's numeric `loss_weight`s become the strategy's starting multipliers.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class MTLModel(nn.Module):
         task_layers: Sequence[Mapping[str, Any]],
         output_tasks: Sequence[str] | None = None,
         *,
+        weighting: str | Weighting | None = None,
         example_input: Any = None,
     ) -> None:
         super().__init__()
@@ -84,19 +91,21 @@ class MTLModel(nn.Module):
             else:
                 self._functions[task.name] = task.layers
 
+        outputs = [spec[name] for name in spec.output_tasks]
+        self.weighting = _build_weighting(weighting, [t for t in outputs if t.loss is not None])
         # Uncertainty weighting (Kendall et al. 2018): weight exp(-s), s learned,
         # starting where the weight equals the task's loss_init_val.
         self.log_vars = nn.ParameterDict(
             {
                 t.name: nn.Parameter(torch.tensor(-math.log(t.loss_init_val or 1.0)))
                 for t in spec.tasks
-                if t.learns_weight
+                if t.learns_weight and self.weighting is None
             }
         )
+        self._shared_nodes, self._frontier_nodes = _shared_nodes(spec)
 
         self._output_plan = self._plan(spec.needed_for(spec.output_tasks))
         self._full_plan = self._plan(spec.order)
-        outputs = [spec[name] for name in spec.output_tasks]
         self._output_losses = [t.loss for t in outputs]
         # (name of a learned weight, or None and the fixed weight), per output task
         self._weight_plan = [
@@ -152,6 +161,8 @@ class MTLModel(nn.Module):
         return [self._learned_weight(name) if name else fixed for name, fixed in self._weight_plan]
 
     def _learned_weight(self, name: str) -> torch.Tensor:
+        if self.weighting is not None:  # 'auto' with weighting="uncertainty": the strategy learns it
+            return torch.exp(-self.weighting.log_vars[self.weighting.task_index(name)]).detach()
         weight = torch.exp(-self.log_vars[name])
         if self._hand_weighting_checks_left and weight.requires_grad and not torch.compiler.is_compiling():
             self._hand_weighting_checks_left -= 1
@@ -177,12 +188,13 @@ class MTLModel(nn.Module):
 
     # ------------------------------------------------------------ the training loss
 
-    def loss(self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]) -> LossResult:
-        """The weighted training loss of the output tasks that have a `loss`.
+    def task_losses(
+        self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Each output task's raw loss, by name, for the tasks that have a `loss`.
 
         `y_hat` is the first element of `forward`'s triple (or a dict by task name);
         `targets` is a list in `output_tasks` order or a dict by task name.
-        Fixed tasks add `weight * L`; `'auto'` tasks add `exp(-s) * L + s`.
         """
         by_name_pred = isinstance(y_hat, Mapping)
         by_name_target = isinstance(targets, Mapping)
@@ -191,9 +203,8 @@ class MTLModel(nn.Module):
                 f"targets has {len(targets)} entries but there are {len(self.output_tasks)} output tasks "
                 f"{self.output_tasks}; give one target per output task, in that order, or a dict by task name"
             )
-        total: torch.Tensor | None = None
         per_task: dict[str, torch.Tensor] = {}
-        for position, name, loss_fn, weight in self._loss_terms:
+        for position, name, loss_fn, _ in self._loss_terms:
             pred = y_hat[name] if by_name_pred else y_hat[position]
             if by_name_target:
                 if name not in targets:
@@ -201,17 +212,65 @@ class MTLModel(nn.Module):
                 target = targets[name]
             else:
                 target = targets[position]
-            value = loss_fn(pred, target)
-            per_task[name] = value
+            per_task[name] = loss_fn(pred, target)
+        if not per_task:
+            raise MTLError(f"none of the output tasks {self.output_tasks} has a 'loss'; there is nothing to weight")
+        return per_task
+
+    def loss(self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]) -> LossResult:
+        """The weighted training loss of the output tasks that have a `loss`, and each task's raw loss.
+
+        Fixed tasks add `weight * L`; `'auto'` tasks add `exp(-s) * L + s`. With a loss
+        weighting (`weighting=`), the strategy weights the losses. A gradient method has no
+        single loss: train with `backward(y_hat, targets)`.
+        """
+        per_task = self.task_losses(y_hat, targets)
+        if self.weighting is not None:
+            if not isinstance(self.weighting, LossWeighting):
+                raise MTLError(
+                    f"weighting {self.weighting.name!r} combines gradients, not losses: there is no single loss to "
+                    "return. Call model.backward(y_hat, targets), then optimizer.step()"
+                )
+            return LossResult(self.weighting.weighted_loss(per_task), per_task)
+        total: torch.Tensor | None = None
+        for _, name, _, weight in self._loss_terms:
+            value = per_task[name]
             if weight is None:
                 log_var = self.log_vars[name]
                 term = torch.exp(-log_var) * value + log_var
             else:
                 term = value if weight == 1.0 else weight * value
             total = term if total is None else total + term
-        if total is None:
-            raise MTLError(f"none of the output tasks {self.output_tasks} has a 'loss'; there is nothing to weight")
         return LossResult(total, per_task)
+
+    def backward(
+        self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]
+    ) -> LossResult:
+        """Leave this step's gradients in `.grad`, whatever the weighting; returns the (detached) total and raw losses.
+
+        Gradient methods get the parameters that two or more tasks share from the graph.
+        """
+        if self.weighting is None:
+            result = self.loss(y_hat, targets)
+            result.total.backward()
+            return LossResult(result.total.detach(), result.per_task)
+        per_task = self.task_losses(y_hat, targets)
+        nodes = self._frontier_nodes if self.weighting.name == "gradnorm" else self._shared_nodes
+        total = self.weighting.backward(per_task, shared_parameters=self._parameters_of(nodes))
+        return LossResult(total, per_task)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the nodes that two or more output tasks with a loss depend on."""
+        return self._parameters_of(self._shared_nodes)
+
+    def _parameters_of(self, nodes: Sequence[str]) -> list[nn.Parameter]:
+        seen: dict[int, nn.Parameter] = {}
+        for name in nodes:
+            module = self._modules.get(name)
+            if module is not None:
+                for parameter in module.parameters():
+                    seen.setdefault(id(parameter), parameter)
+        return list(seen.values())
 
     # ------------------------------------------------------------ torchMTL's attributes
 
@@ -314,6 +373,59 @@ class MTLModel(nn.Module):
         # Plain-callable nodes are not submodules; list them so print(model) shows the whole graph.
         functions = "".join(f"\n({name}): {fn!r}" for name, fn in self._functions.items())
         return f"output_tasks={self.output_tasks}{functions}"
+
+
+def _build_weighting(choice: str | Weighting | None, loss_tasks: list[Task]) -> Weighting | None:
+    """The strategy for `weighting=`, its multipliers set from the spec's numeric weights."""
+    if choice is None:
+        return None
+    from . import weighting as weightings
+
+    names = [t.name for t in loss_tasks]
+    if not names:
+        raise SpecError(["weighting: none of the output tasks has a 'loss', so there is nothing to weight"])
+    strategy = weightings.get(choice, tasks=names) if isinstance(choice, str) else choice
+    if not isinstance(strategy, weightings.Weighting):
+        raise SpecError(
+            [f"weighting: expected a name from {weightings.list_weightings()} or a Weighting; got {choice!r}"]
+        )
+    if strategy.num_tasks != len(names) or (
+        not strategy.task_names[0].startswith("task") and list(strategy.task_names) != names
+    ):
+        raise SpecError(
+            [
+                f"weighting: the strategy was built for tasks {list(strategy.task_names)}; this model's loss tasks are {names}"
+            ]
+        )
+    problems = [
+        f"task {t.name!r}, key 'loss_weight': 'auto' means uncertainty weighting, but weighting={strategy.name!r} "
+        "was given; use weighting='uncertainty', or a number"
+        for t in loss_tasks
+        if t.learns_weight and strategy.name != "uncertainty"
+    ]
+    if problems:
+        raise SpecError(problems)
+    for i, task in enumerate(loss_tasks):
+        if task.learns_weight:
+            with torch.no_grad():
+                strategy.log_vars[i] = -math.log(task.loss_init_val or 1.0)
+        elif task.loss_weight is not None and task.fixed_weight != 1.0:
+            strategy.set_multiplier(i, task.fixed_weight)
+    return strategy
+
+
+def _shared_nodes(spec: TaskGraph) -> tuple[list[str], list[str]]:
+    """Nodes two or more loss tasks depend on, and those of them that feed a node that is not shared."""
+    import networkx as nx
+
+    heads = [name for name in spec.output_tasks if spec[name].loss is not None]
+    counts: dict[str, int] = {}
+    for head in heads:
+        for node in nx.ancestors(spec.graph, head) | {head}:
+            counts[node] = counts.get(node, 0) + 1
+    shared = [n for n in spec.order if counts.get(n, 0) > 1]
+    frontier = [n for n in shared if any(s not in shared for s in spec.graph.successors(n))]
+    return shared, frontier
 
 
 def _user_stacklevel() -> int:
