@@ -99,13 +99,25 @@ def contenders(have_torchjd: bool) -> dict[str, Callable[[], Callable[[], None]]
 
 
 def peak_memory_mb(label: str, steps: int = 20) -> float:
-    """Peak resident memory growth while `label` trains `steps` steps, in a fresh interpreter."""
+    """Peak resident memory above the built model while `label` trains `steps` steps, in a fresh interpreter.
+
+    Linux's peak counter (VmHWM) is reset after the model is built, so the figure is
+    what the steps themselves add: activations, per-task gradients, optimizer state.
+    """
     here = str(Path(__file__).resolve().parent)
-    code = (
-        f"import sys, resource; sys.path.insert(0, {here!r}); import bench_weighting as b; import torch; torch.set_num_threads(1);"
-        f"steps = b.contenders(True)[{label!r}](); steps(); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        f"[steps() for _ in range({steps})]; print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
-    )
+    code = f"""
+import sys; sys.path.insert(0, {here!r})
+import bench_weighting as b, torch
+torch.set_num_threads(1)
+step = b.contenders(True)[{label!r}]()
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")
+for _ in range({steps}):
+    step()
+print((status("VmHWM:") - base) / 1024)
+"""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 

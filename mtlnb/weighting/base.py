@@ -167,17 +167,15 @@ class GradientWeighting(Weighting):
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
         """The combination step alone: a (tasks, params) gradient matrix to the combined (params,) gradient."""
         if grads.dim() != 2 or grads.shape[0] != self.num_tasks:
-            raise MTLError(
-                f"{self.name}.aggregate: expected a ({self.num_tasks}, params) matrix, got shape {tuple(grads.shape)}"
-            )
+            raise MTLError(f"{self.name}.aggregate: expected a ({self.num_tasks}, params) matrix, got shape {tuple(grads.shape)}")
         active = self._active()
         rows = grads[active]
-        effective = self._effective(rows, active)
+        effective = self._effective(rows @ rows.T, active)
         return effective.to(grads) @ rows
 
-    def _effective(self, rows: torch.Tensor, active: list[int]) -> torch.Tensor:
-        gramian = (rows.double() @ rows.double().T).cpu().numpy()
-        coefficients = torch.as_tensor(self.coefficients(gramian), dtype=torch.float64)
+    def _effective(self, gramian: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """Multiplier × coefficient per active task, from the active tasks' Gramian (float64)."""
+        coefficients = torch.as_tensor(self.coefficients(gramian.double().cpu().numpy()), dtype=torch.float64)
         return self.multipliers[active].double() * coefficients
 
     def backward(self, losses: Losses, shared_parameters: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
@@ -185,19 +183,18 @@ class GradientWeighting(Weighting):
 
         items = self._loss_list(losses)
         active = self._active()
+        k = len(active)
         shared, rows = per_task_gradients([items[i] for i in active], shared_parameters)
-        jacobian = torch.cat([rows[p].reshape(len(active), -1) for p in shared], dim=1)
-        effective = self._effective(jacobian, active)
+        # Summed per parameter, so the (tasks × all shared parameters) Jacobian is never copied whole.
+        gramian = sum(flat @ flat.T for flat in (rows[p].reshape(k, -1) for p in shared))
+        effective = self._effective(gramian, active)
         for parameter, task_rows in rows.items():
-            grad = torch.tensordot(effective.to(task_rows), task_rows, dims=1)
+            grad = (effective.to(task_rows) @ task_rows.reshape(k, -1)).reshape(parameter.shape)
             parameter.grad = grad if parameter.grad is None else parameter.grad + grad
         weights = torch.zeros(self.num_tasks, dtype=torch.float64)
         weights[active] = effective
         self.weights.copy_(weights)
-        return sum(
-            float(w) * loss.detach()
-            for w, loss in zip(weights[active].tolist(), [items[i] for i in active], strict=True)
-        )
+        return sum(float(w) * loss.detach() for w, loss in zip(weights[active].tolist(), [items[i] for i in active], strict=True))
 
 
 def check_option(strategy: str, option: str, value: Any, valid: Callable[[Any], bool], expected: str) -> None:
