@@ -167,7 +167,9 @@ class GradientWeighting(Weighting):
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
         """The combination step alone: a (tasks, params) gradient matrix to the combined (params,) gradient."""
         if grads.dim() != 2 or grads.shape[0] != self.num_tasks:
-            raise MTLError(f"{self.name}.aggregate: expected a ({self.num_tasks}, params) matrix, got shape {tuple(grads.shape)}")
+            raise MTLError(
+                f"{self.name}.aggregate: expected a ({self.num_tasks}, params) matrix, got shape {tuple(grads.shape)}"
+            )
         active = self._active()
         rows = grads[active]
         effective = self._effective(rows @ rows.T, active)
@@ -194,7 +196,10 @@ class GradientWeighting(Weighting):
         weights = torch.zeros(self.num_tasks, dtype=torch.float64)
         weights[active] = effective
         self.weights.copy_(weights)
-        return sum(float(w) * loss.detach() for w, loss in zip(weights[active].tolist(), [items[i] for i in active], strict=True))
+        return sum(
+            float(w) * loss.detach()
+            for w, loss in zip(weights[active].tolist(), [items[i] for i in active], strict=True)
+        )
 
 
 def check_option(strategy: str, option: str, value: Any, valid: Callable[[Any], bool], expected: str) -> None:
