@@ -46,7 +46,10 @@ execute-notebooks: setup
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 notebooks/*.ipynb
 
 bench: setup
+	$(BIN)/pip install --quiet "torchjd[cagrad,nash-mtl]==0.18.0"
 	$(BIN)/python benchmarks/bench_graph.py
+	$(BIN)/python benchmarks/bench_weighting.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

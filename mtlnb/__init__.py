@@ -9,21 +9,26 @@ from .errors import MTLError, SpecError, SpecWarning
 from .graph import LossResult, MTLModel
 from .layers import Concat, Lambda, Mean, SimpleSelect, SliceSelect, Sum
 from .spec import Task
+from .training import History, LoopMonitor, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Concat",
+    "History",
     "Lambda",
+    "LoopMonitor",
     "LossResult",
     "MTLError",
     "MTLModel",
     "Mean",
+    "NonFiniteLossError",
     "SimpleSelect",
     "SliceSelect",
     "SpecError",
     "SpecWarning",
     "Sum",
     "Task",
+    "Trainer",
     "__version__",
 ]

@@ -232,16 +232,53 @@ class MTLModel(nn.Module):
                     "return. Call model.backward(y_hat, targets), then optimizer.step()"
                 )
             return LossResult(self.weighting.weighted_loss(per_task), per_task)
+        return LossResult(self.weighted_total(per_task), per_task)
+
+    def weighted_total(
+        self, per_task: Mapping[str, torch.Tensor], multipliers: Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """The spec's own weighting of raw task losses: `w·L` for fixed tasks, `exp(-s)·L + s` for `'auto'` ones.
+
+        `multipliers` (one per loss task, in `loss_tasks` order) scale each task's term; 0 leaves it out.
+        """
         total: torch.Tensor | None = None
-        for _, name, _, weight in self._loss_terms:
+        for i, (_, name, _, weight) in enumerate(self._loss_terms):
+            multiplier = 1.0 if multipliers is None else multipliers[i]
+            if multiplier == 0:
+                continue
             value = per_task[name]
             if weight is None:
                 log_var = self.log_vars[name]
                 term = torch.exp(-log_var) * value + log_var
             else:
                 term = value if weight == 1.0 else weight * value
+            if multiplier != 1.0:
+                term = multiplier * term
             total = term if total is None else total + term
-        return LossResult(total, per_task)
+        if total is None:
+            raise MTLError("every task is muted; unmute one to train")
+        return total
+
+    def spec_weights(self) -> list[float]:
+        """The current weight of each loss task under the spec's own weighting (learned ones: exp(-s) now)."""
+        return [
+            math.exp(-float(self.log_vars[name].detach())) if weight is None else weight
+            for _, name, _, weight in self._loss_terms
+        ]
+
+    @property
+    def loss_tasks(self) -> list[str]:
+        """The output tasks that have a loss, in output order: the tasks a weighting weighs."""
+        return [name for _, name, _, _ in self._loss_terms]
+
+    def backward_losses(self, per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`backward` from already computed raw task losses; returns the detached total."""
+        if self.weighting is None:
+            total = self.weighted_total(per_task)
+            total.backward()
+            return total.detach()
+        nodes = self._frontier_nodes if self.weighting.name == "gradnorm" else self._shared_nodes
+        return self.weighting.backward(per_task, shared_parameters=self._parameters_of(nodes))
 
     def backward(
         self, y_hat: Sequence[Any] | Mapping[str, Any], targets: Sequence[Any] | Mapping[str, Any]
@@ -250,14 +287,22 @@ class MTLModel(nn.Module):
 
         Gradient methods get the parameters that two or more tasks share from the graph.
         """
-        if self.weighting is None:
-            result = self.loss(y_hat, targets)
-            result.total.backward()
-            return LossResult(result.total.detach(), result.per_task)
         per_task = self.task_losses(y_hat, targets)
-        nodes = self._frontier_nodes if self.weighting.name == "gradnorm" else self._shared_nodes
-        total = self.weighting.backward(per_task, shared_parameters=self._parameters_of(nodes))
-        return LossResult(total, per_task)
+        return LossResult(self.backward_losses(per_task), per_task)
+
+    def use_weighting(self, weighting: str | Weighting) -> Weighting:
+        """Set the weighting strategy after construction (as `weighting=` would have); returns it."""
+        if self.weighting is not None:
+            raise MTLError(f"this model already uses weighting {self.weighting.name!r}")
+        if len(self.log_vars):
+            raise SpecError(
+                [
+                    f"task {name!r}, key 'loss_weight': 'auto' learns its weight inside the model; pass weighting= when building it"
+                    for name in self.log_vars
+                ]
+            )
+        self.weighting = _build_weighting(weighting, [self.spec[name] for name in self.loss_tasks])
+        return self.weighting
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the nodes that two or more output tasks with a loss depend on."""

@@ -1,0 +1,126 @@
+"""Changes asked for while training runs (a slider, a button, a method call from another thread).
+
+`Controls` is their one owner: callers append under a lock, and the training loop
+takes everything pending once per step, at the step boundary, so a change is in
+effect from the very next optimizer step and never in the middle of one.
+Invalid values are refused at the call, with nothing queued.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MTLError
+
+
+@dataclass(frozen=True)
+class Change:
+    """One requested change: `kind` is weight, mute, unmute, lr or option."""
+
+    kind: str
+    task: str | None
+    value: Any
+
+
+class Controls:
+    """Thread-safe requests for the training loop, and its pause/stop state."""
+
+    def __init__(self, task_names: Sequence[str], option_check: Callable[[str, Any], None] | None = None) -> None:
+        self.task_names = tuple(task_names)
+        self._option_check = option_check
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[Change] = []
+        self._paused = False
+        self._stopping = False
+
+    # ------------------------------------------------------------ asked from any thread
+
+    def set_weight(self, task: str, value: float) -> None:
+        """Set a task's multiplier (its effective weight is multiplier × the strategy's weight); 0 mutes."""
+        self._queue(Change("weight", self._task(task), _non_negative(f"the weight of task {task!r}", value)))
+
+    def mute(self, task: str) -> None:
+        self._queue(Change("mute", self._task(task), None))
+
+    def unmute(self, task: str) -> None:
+        self._queue(Change("unmute", self._task(task), None))
+
+    def set_lr(self, value: float) -> None:
+        number = _non_negative("the learning rate", value)
+        if number == 0:
+            raise MTLError("the learning rate should be a finite number > 0. Found 0.")
+        self._queue(Change("lr", None, number))
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Change a knob of the weighting strategy (for example CAGrad's `c`)."""
+        if self._option_check is not None:
+            self._option_check(name, value)
+        self._queue(Change("option", name, value))
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._wake:
+            self._paused = False
+            self._wake.notify_all()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+
+    # ------------------------------------------------------------ read by the training loop
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)  # a racy read is fine: a change missed now is taken next step
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def take(self) -> list[Change]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+    def wait_while_paused(self, timeout: float | None = None) -> None:
+        with self._wake:
+            while self._paused and not self._stopping:
+                if not self._wake.wait(timeout):
+                    return
+
+    def reset(self) -> None:
+        """Clear stop and pause before a new run."""
+        with self._lock:
+            self._stopping = False
+            self._paused = False
+
+    # ------------------------------------------------------------ checks
+
+    def _queue(self, change: Change) -> None:
+        with self._lock:
+            self._pending.append(change)
+
+    def _task(self, task: str) -> str:
+        if task not in self.task_names:
+            raise MTLError(f"unknown task {task!r}; the tasks with a loss are {list(self.task_names)}")
+        return task
+
+
+def _non_negative(what: str, value: Any) -> float:
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or number < 0:
+        raise MTLError(f"{what} should be a finite number >= 0. Found {value!r}.")
+    return number

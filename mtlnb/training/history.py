@@ -1,0 +1,195 @@
+"""What happened, step by step, in bounded memory.
+
+Recent steps are kept exactly; older ones are folded into buckets that keep each
+series' minimum and maximum (so a plot of a million steps still shows every spike),
+the buckets doubling in size as they fill. 10⁶ steps of 6 tasks take about 4 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class History:
+    """Per-step losses (raw and weighted), total, effective weights, learning rate and step time; events; epochs."""
+
+    def __init__(self, task_names: Sequence[str], recent: int = 8192, archive: int = 4096) -> None:
+        self.task_names = tuple(task_names)
+        self.columns = (
+            "total", "lr", "step_seconds",
+            *(f"loss/{t}" for t in self.task_names),
+            *(f"weighted/{t}" for t in self.task_names),
+            *(f"weight/{t}" for t in self.task_names),
+        )  # fmt: skip
+        width = len(self.columns)
+        self._recent = np.full((max(recent, 2), width), math.nan)
+        self._recent_steps = np.zeros(max(recent, 2), dtype=np.int64)
+        self._recent_count = 0
+        self._low = np.full((max(archive, 2), width), math.nan)
+        self._high = np.full((max(archive, 2), width), math.nan)
+        self._spans = np.zeros((max(archive, 2), 2), dtype=np.int64)  # first and last step of each bucket
+        self._archived = 0
+        self._bucket = 1
+        self.events: list[dict[str, Any]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self.steps_logged = 0
+
+    # ------------------------------------------------------------ writing
+
+    def log(
+        self, step: int, total: float, lr: float, seconds: float, losses: Sequence[float], weights: Sequence[float]
+    ) -> None:
+        if self._recent_count == len(self._recent):
+            self._fold()
+        # One write of a Python list: a handful of numpy slice assignments cost 5× more.
+        self._recent[self._recent_count] = [
+            total,
+            lr,
+            seconds,
+            *losses,
+            *(v * w for v, w in zip(losses, weights, strict=False)),
+            *weights,
+        ]
+        self._recent_steps[self._recent_count] = step
+        self._recent_count += 1
+        self.steps_logged += 1
+
+    def log_event(
+        self, step: int, kind: str, task: str | None = None, value: Any = None, **extra: Any
+    ) -> dict[str, Any]:
+        event = {"step": step, "kind": kind, "task": task, "value": value, **extra}
+        self.events.append(event)
+        return event
+
+    def log_epoch(self, epoch: int, step: int, validation: dict[str, float] | None) -> None:
+        self.epochs.append({"epoch": epoch, "step": step, "validation": validation})
+
+    def _fold(self) -> None:
+        """Move the oldest half of the exact rows into min/max buckets."""
+        half = len(self._recent) // 2
+        rows, steps = self._recent[:half], self._recent_steps[:half]
+        for start in range(0, half, self._bucket):
+            if self._archived == len(self._low):
+                self._merge_archive()
+            chunk = rows[start : start + self._bucket]
+            self._low[self._archived] = np.nanmin(chunk, axis=0) if not np.isnan(chunk).all() else math.nan
+            self._high[self._archived] = np.nanmax(chunk, axis=0) if not np.isnan(chunk).all() else math.nan
+            self._spans[self._archived] = steps[start], steps[min(start + self._bucket, half) - 1]
+            self._archived += 1
+        self._recent[: len(self._recent) - half] = self._recent[half:]
+        self._recent_steps[: len(self._recent) - half] = self._recent_steps[half:]
+        self._recent_count -= half
+
+    def _merge_archive(self) -> None:
+        """Halve the archive by merging neighbouring buckets; new buckets are twice as long."""
+        n = self._archived - self._archived % 2
+        self._low[: n // 2] = np.fmin(self._low[0:n:2], self._low[1:n:2])
+        self._high[: n // 2] = np.fmax(self._high[0:n:2], self._high[1:n:2])
+        self._spans[: n // 2] = np.stack([self._spans[0:n:2, 0], self._spans[1:n:2, 1]], axis=1)
+        if n < self._archived:  # an odd bucket out moves down too
+            self._low[n // 2], self._high[n // 2], self._spans[n // 2] = self._low[n], self._high[n], self._spans[n]
+        self._archived = n // 2 + (self._archived - n)
+        self._bucket *= 2
+
+    # ------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return self.steps_logged
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self._recent, self._recent_steps, self._low, self._high, self._spans))
+
+    def last(self) -> dict[str, float]:
+        """The most recent step's values by column, with its `step`; empty before the first step."""
+        if not self._recent_count:
+            return {}
+        i = self._recent_count - 1
+        return {"step": int(self._recent_steps[i]), **dict(zip(self.columns, self._recent[i].tolist(), strict=True))}
+
+    def series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one column for plotting: every bucket of old steps as its minimum and maximum."""
+        j = self.columns.index(column)
+        a = self._archived
+        middle = self._spans[:a].mean(axis=1)
+        old_steps = np.repeat(middle, 2)
+        old_values = np.stack([self._low[:a, j], self._high[:a, j]], axis=1).reshape(-1)
+        steps = np.concatenate([old_steps, self._recent_steps[: self._recent_count]])
+        values = np.concatenate([old_values, self._recent[: self._recent_count, j]])
+        return steps, values
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python data: exact recent steps, min/max buckets for older ones, events and epochs."""
+        n, a = self._recent_count, self._archived
+        return {
+            "task_names": list(self.task_names),
+            "columns": list(self.columns),
+            "steps_logged": self.steps_logged,
+            "recent": {
+                "step": self._recent_steps[:n].tolist(),
+                **{c: self._recent[:n, j].tolist() for j, c in enumerate(self.columns)},
+            },
+            "decimated": {
+                "first_step": self._spans[:a, 0].tolist(),
+                "last_step": self._spans[:a, 1].tolist(),
+                "min": {c: self._low[:a, j].tolist() for j, c in enumerate(self.columns)},
+                "max": {c: self._high[:a, j].tolist() for j, c in enumerate(self.columns)},
+            },
+            "events": list(self.events),
+            "epochs": list(self.epochs),
+        }
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """One JSON object a line: decimated ranges, exact steps, events and epochs, in step order."""
+        data = self.to_dict()
+        lines = []
+        old = data["decimated"]
+        for i, (first, last) in enumerate(zip(old["first_step"], old["last_step"], strict=True)):
+            lines.append({"type": "range", "first_step": first, "last_step": last,
+                          "min": {c: old["min"][c][i] for c in self.columns}, "max": {c: old["max"][c][i] for c in self.columns}})  # fmt: skip
+        recent = data["recent"]
+        for i, step in enumerate(recent["step"]):
+            lines.append({"type": "step", "step": step, **{c: recent[c][i] for c in self.columns}})
+        lines += [{"type": "event", **e} for e in self.events] + [{"type": "epoch", **e} for e in self.epochs]
+        path = Path(path)
+        path.write_text("".join(json.dumps(line, default=_jsonable) + "\n" for line in lines), encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "recent": torch.from_numpy(self._recent.copy()), "recent_steps": torch.from_numpy(self._recent_steps.copy()),
+            "recent_count": self._recent_count, "low": torch.from_numpy(self._low.copy()),
+            "high": torch.from_numpy(self._high.copy()), "spans": torch.from_numpy(self._spans.copy()),
+            "archived": self._archived, "bucket": self._bucket, "steps_logged": self.steps_logged,
+            "events": json.loads(json.dumps(self.events, default=_jsonable)), "epochs": json.loads(json.dumps(self.epochs, default=_jsonable)),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._recent, self._recent_steps = state["recent"].numpy().copy(), state["recent_steps"].numpy().copy()
+        self._low, self._high, self._spans = (
+            state["low"].numpy().copy(),
+            state["high"].numpy().copy(),
+            state["spans"].numpy().copy(),
+        )
+        self._recent_count, self._archived, self._bucket = state["recent_count"], state["archived"], state["bucket"]
+        self.steps_logged, self.events, self.epochs = (
+            state["steps_logged"],
+            list(state["events"]),
+            list(state["epochs"]),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

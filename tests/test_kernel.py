@@ -1,0 +1,123 @@
+"""A real ipykernel, driven with the exact messages a front end sends: a slider reaches the running Trainer.
+
+The Trainer runs in a background thread started by a cell that returns at once;
+the test then sends the `comm_msg` JupyterLab sends when a slider moves and when a
+button is clicked, and reads the effect back from the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+SETUP = """
+import sys, time, torch, ipywidgets
+sys.path.insert(0, {root!r})
+from tests.conftest import README_OUTPUTS, readme_data, readme_tasks
+from mtlnb import MTLModel, Trainer
+
+torch.manual_seed(0)
+model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+x, y = readme_data(4096)
+data = [(x[i:i + 8], [t[i:i + 8] for t in y]) for i in range(0, 4096, 8)]
+trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-3), data)
+arrivals = {{}}
+
+slider = ipywidgets.FloatSlider(value=1.0, min=0.0, max=2.0, description="Task2")
+def on_slider(change):
+    arrivals["slider"] = trainer.step
+    trainer.set_weight("Task2", change["new"])
+slider.observe(on_slider, names="value")
+
+stop = ipywidgets.Button(description="Stop")
+def on_stop(button):
+    arrivals["stop"] = trainer.step
+    trainer.stop()
+stop.on_click(on_stop)
+
+trainer.start(epochs=1000)
+print(json.dumps({{"slider": slider.model_id, "stop": stop.model_id}}))
+"""
+
+
+@pytest.fixture
+def kernel():
+    manager = jupyter_client.KernelManager(kernel_name="python3")
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    yield client
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+def execute(client, code: str, timeout: float = 60) -> str:
+    """Run a cell; return its stdout, failing on an error output."""
+    msg_id = client.execute(code)
+    out = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            msg = client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream" and content["name"] == "stdout":
+            out.append(content["text"])
+        elif kind == "error":
+            raise AssertionError("\n".join(content["traceback"]))
+        elif kind == "status" and content["execution_state"] == "idle":
+            return "".join(out)
+    raise TimeoutError(code)
+
+
+def send_comm(client, comm_id: str, data: dict) -> None:
+    client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": comm_id, "data": data}))
+
+
+def test_a_slider_move_and_a_stop_click_reach_the_running_trainer(kernel, tmp_path):
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    ids = json.loads(execute(kernel, "import json\n" + SETUP.format(root=root)).strip().splitlines()[-1])
+    time.sleep(0.5)  # the cell returned at once; training goes on in its thread
+    assert int(execute(kernel, "print(trainer.step)")) > 0
+
+    # The message JupyterLab's widget manager sends when the slider moves to 0.25.
+    send_comm(kernel, ids["slider"], {"method": "update", "state": {"value": 0.25}, "buffer_paths": []})
+    time.sleep(0.5)
+    report = json.loads(
+        execute(
+            kernel,
+            """print(json.dumps({
+        "arrival": arrivals.get("slider"),
+        "events": trainer.history.events,
+        "weights": trainer.history.series("weight/Task2")[1].tolist()[-5:],
+        "running": trainer.running}))""",
+        )
+    )
+    assert report["running"] and report["arrival"] is not None
+    (event,) = [e for e in report["events"] if e["kind"] == "weight"]
+    assert event["task"] == "Task2" and event["value"] == 0.25
+    assert event["step"] - report["arrival"] <= 2, "in effect at most 2 steps after the message arrived"
+    assert report["weights"] == [0.25] * 5
+
+    # A click on the Stop button.
+    send_comm(kernel, ids["stop"], {"method": "custom", "content": {"event": "click"}})
+    time.sleep(0.5)
+    report = json.loads(
+        execute(
+            kernel,
+            "trainer.wait(timeout=10); print(json.dumps({'state': trainer.state, 'step': trainer.step, 'stop': arrivals.get('stop')}))",
+        )
+    )
+    assert report["state"] == "stopped"
+    assert report["step"] - report["stop"] <= 1, "stop ends the thread within one step"

@@ -1,0 +1,338 @@
+"""The Trainer: fit and background runs, live controls at the step boundary, bad numbers, history, checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import mtlnb
+from mtlnb import MTLError, MTLModel, NonFiniteLossError, Trainer
+from mtlnb.outputs import ConsoleProgress, JsonLinesLogger
+from mtlnb.training import History
+
+from .conftest import README_OUTPUTS, readme_data, readme_tasks
+
+
+def batches(n: int = 256, size: int = 32, seed: int = 0) -> list:
+    x, y = readme_data(n, seed)
+    return [(x[i : i + size], [t[i : i + size] for t in y]) for i in range(0, n, size)]
+
+
+def make_trainer(weighting=None, spec=None, lr=1e-3, data=None, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = MTLModel(spec or readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    return Trainer(model, optimizer, data if data is not None else batches(), weighting=weighting, outputs=[], **kwargs)
+
+
+def test_fit_counts_steps_and_epochs_and_validates_each_epoch():
+    trainer = make_trainer(val_data=batches(64, seed=1))
+    history = trainer.fit(epochs=2)
+    assert (trainer.state, trainer.step, trainer.epoch) == ("done", 16, 2)
+    assert len(history) == 16 and [e["epoch"] for e in history.epochs] == [1, 2]
+    assert set(history.epochs[-1]["validation"]) == set(README_OUTPUTS)
+    trainer.fit(steps=5)
+    assert (trainer.step, trainer.epoch) == (21, 2)
+    last = history.last()
+    assert last["step"] == 20 and math.isfinite(last["total"])
+    assert last["weighted/Task1"] == pytest.approx(last["loss/Task1"] * last["weight/Task1"])
+
+
+def test_a_weight_change_is_in_effect_from_the_next_step_and_recorded_there():
+    trainer = make_trainer()
+    trainer.fit(steps=3)
+    trainer.set_weight("Task2", 0.25)
+    trainer.mute("Task3")
+    trainer.set_lr(0.5e-3)
+    trainer.fit(steps=2)
+    _, weights = trainer.history.series("weight/Task2")
+    assert weights.tolist() == [1.0, 1.0, 1.0, 0.25, 0.25]
+    assert trainer.history.series("weight/Task3")[1].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert trainer.history.series("lr")[1].tolist() == [1e-3] * 3 + [0.5e-3] * 2
+    assert [(e["step"], e["kind"], e["task"], e["value"]) for e in trainer.history.events] == [
+        (3, "weight", "Task2", 0.25), (3, "mute", "Task3", 0.0), (3, "lr", None, 0.5e-3),
+    ]  # fmt: skip
+    trainer.unmute("Task3")
+    trainer.fit(steps=1)
+    assert trainer.multipliers == {"Task1": 1.0, "Task2": 0.25, "Task3": 1.0}
+
+
+def test_a_muted_task_trains_nothing():
+    trainer = make_trainer()
+    trainer.mute("Task1")
+    head = [p.detach().clone() for p in trainer.model.Task1.parameters()]
+    trainer.fit(steps=4)
+    assert all(torch.equal(a, p) for a, p in zip(head, trainer.model.Task1.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda t: t.set_weight("Task1", -1), "should be a finite number >= 0. Found -1"),
+        (lambda t: t.set_weight("Task1", math.nan), "Found nan"),
+        (lambda t: t.set_weight("Task9", 1.0), "unknown task 'Task9'"),
+        (lambda t: t.set_lr(0), "learning rate should be a finite number > 0"),
+        (lambda t: t.set_option("c", 0.3), "no live option 'c'"),
+    ],
+)
+def test_invalid_changes_are_refused_and_change_nothing(call, message):
+    trainer = make_trainer()
+    with pytest.raises(MTLError, match=message):
+        call(trainer)
+    trainer.fit(steps=2)
+    assert trainer.history.events == [] and trainer.multipliers == dict.fromkeys(README_OUTPUTS, 1.0)
+
+
+def test_a_strategy_knob_changes_live():
+    trainer = make_trainer(weighting="cagrad")
+    trainer.set_option("c", 0.2)
+    with pytest.raises(MTLError, match="parameter `c` should be a non-negative float"):
+        trainer.set_option("c", -1)
+    trainer.fit(steps=1)
+    assert trainer.model.weighting.c == 0.2
+    assert trainer.history.events[0]["kind"] == "option"
+
+
+def test_background_run_pauses_resumes_and_stops_at_a_step_boundary():
+    trainer = make_trainer(data=batches(2048, size=8))
+    trainer.start(epochs=100)
+    assert trainer.running
+    deadline = time.time() + 20
+    while trainer.step < 5 and time.time() < deadline:
+        time.sleep(0.01)
+    trainer.pause()
+    time.sleep(0.2)
+    paused_at = trainer.step
+    time.sleep(0.3)
+    assert trainer.state == "paused" and trainer.step == paused_at
+    trainer.resume()
+    while trainer.step < paused_at + 5 and time.time() < deadline:
+        time.sleep(0.01)
+    assert trainer.step >= paused_at + 5
+    trainer.stop()
+    stop_asked_at = trainer.step
+    trainer.wait(timeout=10)
+    assert trainer.state == "stopped" and trainer.step <= stop_asked_at + 1
+    assert len(trainer.history) == trainer.step  # every step taken is recorded, none half-done
+
+
+def test_an_exception_in_the_background_is_shown_and_reraised_by_wait(capfd):
+    class Broken(nn.Module):
+        def forward(self, prediction, target):
+            raise ValueError("the loss function broke at this batch")
+
+    spec = readme_tasks(task3_weight=1.0)
+    spec[4] = {**spec[4], "loss": Broken()}
+    trainer = make_trainer(spec=spec)
+    trainer.start(steps=10)
+    with pytest.raises(ValueError, match="the loss function broke"):
+        trainer.wait(timeout=10)
+    assert trainer.state == "failed"
+    assert "the loss function broke" in capfd.readouterr().err
+
+
+def nan_batches(bad_step: int) -> list:
+    data = batches()
+    x, targets = data[bad_step]
+    data[bad_step] = (x, [targets[0], targets[1], torch.full_like(targets[2], math.nan)])
+    return data
+
+
+def test_a_nan_loss_skips_the_update_and_names_the_task_and_step():
+    trainer = make_trainer(data=nan_batches(3))
+    with pytest.raises(NonFiniteLossError, match=r"step 3: the loss of task 'Task3' is not finite \(nan\)"):
+        trainer.fit(epochs=1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    assert trainer.state == "paused" and trainer.step == 4
+    event = trainer.history.events[-1]
+    assert (event["kind"], event["task"], event["step"]) == ("nonfinite", "Task3", 3)
+    trainer.mute("Task3")
+    trainer.fit(steps=1)  # goes on with the next batch
+    assert trainer.step == 5 and not all(torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+
+
+def test_a_nan_in_the_background_pauses_with_parameters_unchanged():
+    trainer = make_trainer(data=nan_batches(2))
+    snapshots = []
+    trainer.outputs = [
+        type(
+            "Spy",
+            (),
+            {
+                "send": lambda self, u: snapshots.append(
+                    (u.kind, [p.detach().clone() for p in trainer.model.parameters()])
+                )
+            },
+        )()
+    ]
+    trainer.start(epochs=1)
+    deadline = time.time() + 10
+    while trainer.state != "paused" and time.time() < deadline:
+        time.sleep(0.01)
+    assert trainer.state == "paused" and trainer.step == 3
+    after_two = [p for kind, p in snapshots if kind == "step"][-1]
+    assert all(torch.equal(a, p) for a, p in zip(after_two, trainer.model.parameters()))
+    assert "Task3" in trainer.history.events[-1]["message"]
+    trainer.mute("Task3")
+    trainer.resume()
+    trainer.wait(timeout=10)
+    assert trainer.state == "done" and trainer.step == 8
+
+
+def test_history_memory_stays_bounded_and_keeps_extremes():
+    history = History([f"task{i}" for i in range(6)])
+    for step in range(1_000_000):
+        spike = 1e3 if step == 123_457 else 1.0
+        history.log(step, spike, 0.1, 0.001, [spike] * 6, [1.0] * 6)
+    assert len(history) == 1_000_000
+    assert history.nbytes < 50 * 2**20
+    steps, values = history.series("loss/task3")
+    assert values.max() == 1e3 and steps[-1] == 999_999
+    assert len(steps) < 20_000
+
+
+def test_history_exports_plain_data_and_json_lines(tmp_path):
+    trainer = make_trainer()
+    trainer.fit(steps=3)
+    trainer.set_weight("Task1", 2.0)
+    trainer.fit(steps=1)
+    data = trainer.history.to_dict()
+    assert data["recent"]["step"] == [0, 1, 2, 3] and data["events"][0]["kind"] == "weight"
+    json.dumps(data)  # plain data
+    lines = [json.loads(line) for line in trainer.history.to_jsonl(tmp_path / "h.jsonl").read_text().splitlines()]
+    assert [line["type"] for line in lines] == ["step"] * 4 + ["event"]
+    assert lines[3]["weight/Task1"] == 2.0
+
+
+def test_outputs_receive_steps_events_and_the_end(tmp_path):
+    stream = io.StringIO()
+    trainer = make_trainer()
+    trainer.outputs = [ConsoleProgress(stream, interval=0.0), JsonLinesLogger(tmp_path / "run.jsonl")]
+    trainer.set_weight("Task2", 0.5)
+    trainer.fit(steps=3)
+    text = stream.getvalue()
+    assert (
+        "step 3/3" in text and "Task1" in text and "step 0: weight Task2 = 0.5" in text and "done after 3 steps" in text
+    )
+    records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["start", "event", "step", "step", "step", "end"]
+
+
+def loader(seed: int):
+    x, y = readme_data(96, seed=3)
+    dataset = torch.utils.data.TensorDataset(x, *y)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+class Split:
+    """(inputs, targets) batches from a TensorDataset loader, keeping its generator visible."""
+
+    def __init__(self, data):
+        self.data, self.generator = data, data.generator
+
+    def __iter__(self):
+        return ((x, list(ys)) for x, *ys in self.data)
+
+
+def dropout_spec() -> list[dict]:
+    spec = readme_tasks()
+    spec[5] = {**spec[5], "layers": nn.Sequential(nn.Linear(16, 32), nn.Dropout(0.3), nn.Linear(32, 32))}
+    return spec
+
+
+def fresh(seed: int = 5) -> Trainer:
+    torch.manual_seed(0)
+    model = MTLModel(dropout_spec(), README_OUTPUTS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(seed)
+    return Trainer(model, optimizer, Split(loader(seed)), outputs=[])
+
+
+def test_resuming_from_a_checkpoint_is_bit_identical(tmp_path):
+    straight = fresh()
+    straight.fit(steps=30)
+    interrupted = fresh()
+    interrupted.fit(steps=17)  # mid-epoch (12 batches an epoch)
+    interrupted.set_weight("Task2", 0.5)
+    interrupted.save(tmp_path / "run.ckpt")
+    straight_b = fresh()
+    straight_b.fit(steps=17)
+    straight_b.set_weight("Task2", 0.5)
+    straight_b.fit(steps=13)
+
+    torch.manual_seed(999)  # whatever happened in between must not matter
+    model = MTLModel(dropout_spec(), README_OUTPUTS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    resumed = Trainer.load(tmp_path / "run.ckpt", model, optimizer, Split(loader(5)), outputs=[])
+    assert (resumed.step, resumed.epoch) == (17, 1) and len(resumed.history) == 17
+    resumed.fit(steps=13)
+    for a, b in zip(straight_b.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history.series("weight/Task2")[1][-1] == 0.5
+    assert not all(
+        torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values())
+    )
+
+
+class Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/mtlnb-pwned",))
+
+
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
+    import os
+
+    if os.path.exists("/tmp/mtlnb-pwned"):
+        os.remove("/tmp/mtlnb-pwned")
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "mtlnb-checkpoint", "payload": Exploit()}, path)
+    model = MTLModel(readme_tasks(), README_OUTPUTS)
+    with pytest.raises(MTLError, match=r"refused to load .*pickled Python objects"):
+        Trainer.load(path, model, torch.optim.SGD(model.parameters(), lr=0.1), batches())
+    assert not os.path.exists("/tmp/mtlnb-pwned")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(2)}, other)
+    with pytest.raises(MTLError, match="not an mtlnb checkpoint"):
+        Trainer.load(other, model, torch.optim.SGD(model.parameters(), lr=0.1), batches())
+    assert pickle is not None
+
+
+def test_the_trainer_refuses_what_it_cannot_train():
+    with pytest.raises(MTLError, match=r"trains an mtlnb\.MTLModel"):
+        Trainer(nn.Linear(2, 2), None, [])
+    trainer = make_trainer()
+    with pytest.raises(MTLError, match="exactly one of epochs= or steps="):
+        trainer.fit()
+    with pytest.raises(MTLError, match="steps should be a positive int"):
+        trainer.fit(steps=0)
+
+
+def test_a_loop_of_your_own_gets_history_and_controls():
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    strategy = mtlnb.weighting.get("pcgrad", tasks=model.loss_tasks, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    monitor = mtlnb.LoopMonitor(model, weighting=strategy, optimizer=optimizer)
+    for step, (x, y) in enumerate(batches()):
+        optimizer.zero_grad()
+        losses = model.task_losses(model(x)[0], y)
+        strategy.backward(losses, shared_parameters=model.shared_parameters())
+        optimizer.step()
+        if step == 2:
+            monitor.controls.mute("Task2")
+            monitor.controls.stop()
+        if not monitor.log(losses):
+            break
+    assert monitor.step == 3 and monitor.weights["Task2"] == 0.0
+    assert strategy.multipliers.tolist() == [1.0, 0.0, 1.0]
+    assert monitor.history.events[0] == {"step": 3, "kind": "mute", "task": "Task2", "value": 0.0}
