@@ -121,3 +121,57 @@ def test_a_slider_move_and_a_stop_click_reach_the_running_trainer(kernel, tmp_pa
     )
     assert report["state"] == "stopped"
     assert report["step"] - report["stop"] <= 1, "stop ends the thread within one step"
+
+
+FAILING = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from torch import nn
+from tests.conftest import README_OUTPUTS, readme_data, readme_tasks
+from mtlnb import MTLModel, Trainer
+
+class Breaks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+    def forward(self, prediction, target):
+        self.calls += 1
+        if self.calls > 40:
+            raise ValueError("the loss broke at call 41")
+        return nn.functional.mse_loss(prediction, target)
+
+spec = readme_tasks(task3_weight=1.0)
+spec[3] = {{**spec[3], "loss": Breaks()}}
+model = MTLModel(spec, README_OUTPUTS)
+x, y = readme_data(1024)
+data = [(x[i:i + 8], [t[i:i + 8] for t in y]) for i in range(0, 1024, 8)]
+trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-3), data)
+trainer.start(epochs=5)
+"""
+
+
+def test_an_exception_in_the_training_thread_appears_in_the_cell_that_started_it(kernel):
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    start_id = kernel.execute(FAILING.format(root=root))
+    later_id = kernel.execute("import time; time.sleep(2); print('the other cell')")
+    tracebacks: dict[str, str] = {}
+    deadline = time.time() + 60
+    idle = set()
+    while time.time() < deadline and later_id not in idle:
+        try:
+            msg = kernel.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        parent = msg["parent_header"].get("msg_id")
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stderr":
+            tracebacks[parent] = tracebacks.get(parent, "") + msg["content"]["text"]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle.add(parent)
+    assert "ValueError: the loss broke at call 41" in tracebacks.get(start_id, "")
+    assert "the loss broke" not in tracebacks.get(later_id, "")
+    state = execute(
+        kernel, "try:\n    trainer.wait()\nexcept ValueError as e:\n    print('wait re-raised:', e, trainer.state)"
+    )
+    assert state.strip() == "wait re-raised: the loss broke at call 41 failed"
