@@ -119,6 +119,18 @@ class Controls:
         return task
 
 
+def multiplier_after(change: Change, current: float, unmuted: dict[str, float]) -> float:
+    """The multiplier a weight, mute or unmute change sets; `unmuted` remembers what each mute replaced."""
+    fallback = current if current > 0 else 1.0
+    if change.kind == "mute":
+        unmuted.setdefault(change.task, fallback)
+        return 0.0
+    if change.kind == "unmute":
+        return unmuted.pop(change.task, fallback)
+    unmuted.pop(change.task, None)
+    return change.value
+
+
 def _non_negative(what: str, value: Any) -> float:
     number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
     if not math.isfinite(number) or number < 0:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import MTLError
-from .controls import Controls
+from .controls import Change, Controls, multiplier_after
 from .history import History
 
 
@@ -63,23 +63,20 @@ class LoopMonitor:
         self._last = now
         self.step += 1
         for change in self.controls.take():
-            self._apply(change.kind, change.task, change.value)
+            self._apply(change)
         return not self.controls.stopping
 
-    def _apply(self, kind: str, task: str | None, value: Any) -> None:
-        if kind in ("weight", "mute", "unmute"):
-            index = self.task_names.index(task)
-            current = self.weights[task]
-            if kind == "mute":
-                self._unmuted.setdefault(task, current if current > 0 else 1.0)
-                value = 0.0
-            elif kind == "unmute":
-                value = self._unmuted.pop(task, current if current > 0 else 1.0)
+    def _apply(self, change: Change) -> None:
+        if change.kind in ("weight", "mute", "unmute"):
+            index = self.task_names.index(change.task)
+            value = multiplier_after(change, self.weights[change.task], self._unmuted)
             if self.weighting is not None:
                 self.weighting.set_multiplier(index, value)
             else:
                 self._multipliers[index] = value
-        elif kind == "lr" and self.optimizer is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = value
-        self.history.log_event(self.step, kind, task, value)
+        else:
+            value = change.value
+            if change.kind == "lr" and self.optimizer is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = value
+        self.history.log_event(self.step, change.kind, change.task, value)

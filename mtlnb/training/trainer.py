@@ -27,7 +27,7 @@ import torch
 from ..errors import MTLError
 from ..graph import MTLModel
 from ..outputs import ConsoleProgress, Output, Update
-from .controls import Change, Controls
+from .controls import Change, Controls, multiplier_after
 from .history import History
 
 STATES = ("idle", "running", "paused", "stopped", "failed", "done")
@@ -231,14 +231,7 @@ class Trainer:
             value = change.value
             if change.kind in ("weight", "mute", "unmute"):
                 index = self.task_names.index(change.task)
-                current = self.multipliers[change.task]
-                if change.kind == "mute":
-                    self._unmuted.setdefault(change.task, current if current > 0 else 1.0)
-                    value = 0.0
-                elif change.kind == "unmute":
-                    value = self._unmuted.pop(change.task, current if current > 0 else 1.0)
-                else:
-                    self._unmuted.pop(change.task, None)
+                value = multiplier_after(change, self.multipliers[change.task], self._unmuted)
                 if strategy is not None:
                     strategy.set_multiplier(index, value)
                 else:
