@@ -33,6 +33,7 @@ class History:
         # training step than writing a numpy row); arrays are built when folding or reading.
         self._capacity = max(recent, 2)
         self._rows: list[tuple[float, ...]] = []
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._low = np.full((max(archive, 2), width), math.nan)
         self._high = np.full((max(archive, 2), width), math.nan)
         self._spans = np.zeros((max(archive, 2), 2), dtype=np.int64)  # first and last step of each bucket
@@ -65,11 +66,16 @@ class History:
         self.epochs.append({"epoch": epoch, "step": step, "validation": validation})
 
     def _recent(self) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of the exact rows as arrays."""
-        if not self._rows:
+        """(steps, values) of the exact rows as arrays, built once per new step (a plot reads many columns)."""
+        if self._cache is not None and self._cache[0] == self.steps_logged:
+            return self._cache[1], self._cache[2]
+        rows = self._rows[:]  # a snapshot: the training thread may append meanwhile
+        if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
-        table = np.array(self._rows, dtype=np.float64)
-        return table[:, 0].astype(np.int64), table[:, 1:]
+        table = np.array(rows, dtype=np.float64)
+        steps, values = table[:, 0].astype(np.int64), table[:, 1:]
+        self._cache = (self.steps_logged, steps, values)
+        return steps, values
 
     def _fold(self) -> None:
         """Move the oldest half of the exact rows into min/max buckets."""

@@ -1,0 +1,227 @@
+"""The training figure: per-task losses, the total and validation, and the effective weights, drawn headless.
+
+matplotlib `Figure` + Agg canvas, never pyplot (a pyplot figure closed in
+another thread stops drawing silently). A frame redraws only the line data over
+a cached background (blitting) while the axes limits still hold; limits grow
+with headroom, so a full redraw (ticks, labels, legends: the expensive part) is
+rare. Old history arrives decimated with minima and maxima kept, so a frame's
+cost does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .task_graph import TASK_COLORS
+
+
+class TrainingFigure:
+    """Losses (raw or weighted, linear or log, optionally smoothed), total, validation, weights with change markers."""
+
+    def __init__(
+        self,
+        task_names: list[str],
+        *,
+        weighted: bool = False,
+        log_scale: bool = True,
+        smoothing: float = 0.0,
+        size: tuple[float, float] = (10.0, 4.0),
+        dpi: int = 80,
+    ) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.task_names = list(task_names)
+        self.weighted, self.log_scale, self.smoothing = weighted, log_scale, smoothing
+        self.figure = Figure(figsize=size, dpi=dpi, layout="constrained")
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.loss_axes, self.weight_axes = self.figure.subplots(1, 2, width_ratios=[3, 2])
+        colors = {name: TASK_COLORS[i % len(TASK_COLORS)] for i, name in enumerate(self.task_names)}
+        self.loss_lines = {
+            n: self.loss_axes.plot([], [], color=colors[n], lw=1.2, label=n, animated=True)[0] for n in self.task_names
+        }
+        self.total_line = self.loss_axes.plot([], [], color="black", lw=1.0, alpha=0.6, label="total", animated=True)[0]
+        self.val_lines = {
+            n: self.loss_axes.plot([], [], "o--", color=colors[n], ms=4, lw=0.8, animated=True)[0]
+            for n in self.task_names
+        }
+        self.weight_lines = {
+            n: self.weight_axes.plot([], [], color=colors[n], lw=1.2, label=n, animated=True)[0]
+            for n in self.task_names
+        }
+        self.loss_axes.set_title("task losses (o: validation)")
+        self.weight_axes.set_title("effective weights (| : a change)")
+        self.loss_axes.set_xlabel("step")
+        self.weight_axes.set_xlabel("step")
+        self.loss_axes.legend(loc="upper right", fontsize=8)
+        self.loss_axes.set_yscale("log" if log_scale else "linear")
+        self._markers: list[Any] = []
+        self._marked_events = 0
+        self._background: Any = None
+        self._limits: dict[str, tuple[float, float, float, float]] = {}
+        self.full_redraws = 0
+        self.max_points = 2000  # per line; beyond it, min/max buckets: a frame's cost stays flat
+
+    # ------------------------------------------------------------ options
+
+    def configure(
+        self, *, weighted: bool | None = None, log_scale: bool | None = None, smoothing: float | None = None
+    ) -> None:
+        """Change what is drawn; the next frame is a full redraw."""
+        if weighted is not None:
+            self.weighted = weighted
+        if log_scale is not None:
+            self.log_scale = log_scale
+            self.loss_axes.set_yscale("log" if log_scale else "linear")
+        if smoothing is not None:
+            self.smoothing = smoothing
+        self._background = None
+        self._limits = {}
+
+    # ------------------------------------------------------------ frames
+
+    def update(self, history: Any) -> None:
+        """Put the history's current data into the lines (no drawing yet)."""
+        prefix = "weighted/" if self.weighted else "loss/"
+        for name, line in self.loss_lines.items():
+            steps, values = history.series(prefix + name)
+            line.set_data(*_decimate(steps, _smooth(values, self.smoothing), self.max_points))
+        self.total_line.set_data(*_decimate(*history.series("total"), self.max_points))
+        for name, line in self.val_lines.items():
+            points = [(e["step"], e["validation"][name]) for e in history.epochs if e.get("validation")]
+            line.set_data([p[0] for p in points], [p[1] for p in points])
+        for name, line in self.weight_lines.items():
+            line.set_data(*_decimate(*history.series(f"weight/{name}"), self.max_points))
+        changes = [e for e in history.events if e["kind"] in ("weight", "mute", "unmute", "lr", "option")]
+        if len(changes) != self._marked_events:  # new markers are part of the background: redraw it
+            for marker in self._markers:
+                marker.remove()
+            self._markers = [self.weight_axes.axvline(e["step"], color="grey", lw=0.8, ls=":") for e in changes]
+            self._marked_events = len(changes)
+            self._background = None
+
+    def render(self) -> None:
+        """Draw the frame: a blit of the lines if the limits hold, else a full redraw with new limits."""
+        if self._background is None or not self._limits_hold():
+            self._set_limits()
+            self.canvas.draw()
+            self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self.full_redraws += 1
+        else:
+            self.canvas.restore_region(self._background)
+        for axes, lines in (
+            (self.loss_axes, [*self.loss_lines.values(), self.total_line, *self.val_lines.values()]),
+            (self.weight_axes, self.weight_lines.values()),
+        ):
+            for line in lines:
+                axes.draw_artist(line)
+        self.canvas.blit(self.figure.bbox)
+
+    def png(self, compress_level: int = 1) -> bytes:
+        """The last rendered frame as PNG bytes (encoded from the canvas buffer: no second draw)."""
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.frombuffer("RGBA", self.canvas.get_width_height(), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+            buffer, format="png", compress_level=compress_level
+        )
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the figure to PNG or SVG (by the suffix), e.g. from a script."""
+        path = Path(path)
+        for line in [*self.loss_lines.values(), self.total_line, *self.val_lines.values(), *self.weight_lines.values()]:
+            line.set_animated(False)
+        self._set_limits()
+        self.figure.savefig(path)
+        for line in [*self.loss_lines.values(), self.total_line, *self.val_lines.values(), *self.weight_lines.values()]:
+            line.set_animated(True)
+        self._background = None
+        return path
+
+    # ------------------------------------------------------------ limits
+
+    def _data_bounds(self, lines: Any) -> tuple[float, float, float, float] | None:
+        xs, ys = [], []
+        for line in lines:
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            keep = np.isfinite(y) & ((y > 0) if (self.log_scale and lines is not self.weight_lines.values()) else True)
+            if keep.any():
+                xs += [x[keep].min(), x[keep].max()]
+                ys += [y[keep].min(), y[keep].max()]
+        return (min(xs), max(xs), min(ys), max(ys)) if xs else None
+
+    def _panels(self) -> dict[str, tuple[Any, Any, bool]]:
+        return {
+            "loss": (
+                self.loss_axes,
+                [*self.loss_lines.values(), self.total_line, *self.val_lines.values()],
+                self.log_scale,
+            ),
+            "weight": (self.weight_axes, list(self.weight_lines.values()), False),
+        }
+
+    def _limits_hold(self) -> bool:
+        for key, (_, lines, _) in self._panels().items():
+            bounds, limits = self._data_bounds(lines), self._limits.get(key)
+            if bounds is None:
+                continue
+            if (
+                limits is None
+                or bounds[0] < limits[0]
+                or bounds[1] > limits[1]
+                or bounds[2] < limits[2]
+                or bounds[3] > limits[3]
+            ):
+                return False
+        return True
+
+    def _set_limits(self) -> None:
+        for key, (axes, lines, log) in self._panels().items():
+            bounds = self._data_bounds(lines)
+            if bounds is None:
+                continue
+            x0, x1, y0, y1 = bounds
+            x1 = x0 + max(1.0, (x1 - x0)) * 1.5  # room to grow before the next full redraw
+            if log:
+                low, high = math.log10(max(y0, 1e-12)), math.log10(max(y1, 1e-12))
+                pad = max(0.3, 0.25 * (high - low))
+                y0, y1 = 10 ** (low - pad), 10 ** (high + pad)
+            else:
+                pad = max(0.05 * abs(y1), 0.25 * (y1 - y0), 1e-3)
+                y0, y1 = y0 - pad, y1 + pad
+            axes.set_xlim(x0, x1)
+            axes.set_ylim(y0, y1)
+            self._limits[key] = (x0, x1, y0, y1)
+
+
+def _decimate(steps: np.ndarray, values: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about `most` points, each bucket kept as its minimum and maximum (so spikes stay visible)."""
+    n = len(values)
+    if n <= most:
+        return steps, values
+    size = math.ceil(n / (most // 2))
+    usable = n - n % size
+    blocks = values[:usable].reshape(-1, size)
+    at = steps[:usable].reshape(-1, size).mean(axis=1)
+    low, high = np.nanmin(blocks, axis=1), np.nanmax(blocks, axis=1)
+    out_steps = np.concatenate([np.repeat(at, 2), steps[usable:]])
+    out_values = np.concatenate([np.stack([low, high], axis=1).reshape(-1), values[usable:]])
+    return out_steps, out_values
+
+
+def _smooth(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Exponential moving average with factor `smoothing` in [0, 1) (0: raw values)."""
+    if smoothing <= 0 or len(values) == 0:
+        return values
+    out = np.empty_like(values)
+    average = values[0]
+    for i, v in enumerate(values):
+        average = smoothing * average + (1 - smoothing) * v if math.isfinite(v) else average
+        out[i] = average
+    return out

@@ -1,0 +1,266 @@
+"""`Dashboard(trainer)`: task graph, live plots and controls in one widget, for training in the background.
+
+The road of a slider move: widget observer (kernel main thread) → `trainer.set_weight`
+→ `Controls` (under a lock) → applied at the next step boundary → the strategy's
+multiplier → that step's loss or gradient → the history → the next frame.
+
+The training thread never touches a widget (each update costs ~0.3 ms): it only
+marks the dashboard dirty through `send`. A render thread redraws at most every
+`interval` seconds, and no more often than twice the time a frame takes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+from ..drawing.training_plots import TrainingFigure
+from ..errors import MTLError
+from ..outputs import Update
+
+
+class Dashboard:
+    """Live view and controls of `trainer`; show it as the last line of a cell, then `dashboard.start(...)`."""
+
+    def __init__(self, trainer: Any, *, interval: float = 0.25, graph: bool = True) -> None:
+        try:
+            import ipywidgets as w
+        except ImportError as error:
+            raise ImportError("the dashboard needs ipywidgets: pip install ipywidgets") from error
+        self.trainer = trainer
+        self.interval = interval
+        self.figure = TrainingFigure(list(trainer.task_names))
+        self.frames = 0
+        self._dirty = threading.Event()
+        self._ended = threading.Event()
+        self._render_thread: threading.Thread | None = None
+        self._final_handle: Any = None
+        self._last_weights: dict[str, float] = {}
+
+        self.image = w.Image(format="png", layout=w.Layout(width="100%"))
+        self.graph_view = w.HTML(layout=w.Layout(max_width="45%")) if graph else None
+        self.sliders = {
+            name: w.FloatLogSlider(
+                value=value if value > 0 else 1.0,
+                base=10,
+                min=-2,
+                max=1,
+                step=0.01,
+                description=name,
+                continuous_update=True,
+                readout_format=".2f",
+            )
+            for name, value in trainer.multipliers.items()
+        }
+        self.mutes = {
+            name: w.ToggleButton(value=False, description="mute", layout=w.Layout(width="70px"))
+            for name in trainer.task_names
+        }
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        self.lr = w.FloatLogSlider(
+            value=lr,
+            base=10,
+            min=math.log10(lr) - 3,
+            max=math.log10(lr) + 1,
+            step=0.01,
+            description="learning rate",
+            readout_format=".1e",
+        )
+        self.pause_button = w.Button(description="Pause", icon="pause")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
+        self.progress = w.IntProgress(min=0, max=1, value=0, layout=w.Layout(width="40%"))
+        self.progress_text = w.Label()
+        self.status = w.HTML()
+        self.scale = w.ToggleButtons(options=["log", "linear"], value="log", style={"button_width": "60px"})
+        self.kind = w.ToggleButtons(options=["raw", "weighted"], value="raw", style={"button_width": "75px"})
+        self.smoothing = w.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="smoothing")
+
+        for name, slider in self.sliders.items():
+            slider.observe(lambda change, n=name: self._call(self.trainer.set_weight, n, change["new"]), names="value")
+        for name, toggle in self.mutes.items():
+            toggle.observe(
+                lambda change, n=name: self._call(self.trainer.mute if change["new"] else self.trainer.unmute, n),
+                names="value",
+            )
+        self.lr.observe(lambda change: self._call(self.trainer.set_lr, change["new"]), names="value")
+        self.pause_button.on_click(self._toggle_pause)
+        self.stop_button.on_click(lambda _: self.trainer.stop())
+        for option in (self.scale, self.kind, self.smoothing):
+            option.observe(self._replot, names="value")
+
+        rows = [w.HBox([slider, self.mutes[name]]) for name, slider in self.sliders.items()]
+        controls = w.VBox(
+            [
+                w.HTML("<b>task weights</b> (multipliers, log scale)"),
+                *rows,
+                self.lr,
+                w.HBox([self.pause_button, self.stop_button]),
+                w.HBox([self.progress, self.progress_text]),
+                self.status,
+            ]
+        )
+        plot_options = w.HBox([self.scale, self.kind, self.smoothing])
+        top = w.HBox([controls, self.graph_view]) if self.graph_view is not None else controls
+        self.widget = w.VBox([top, plot_options, self.image])
+        trainer.outputs.append(self)
+        self._refresh_graph(force=True)
+        self._render_once()
+
+    # ------------------------------------------------------------ showing
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        display(self.widget)
+        # What stays for readers without widget state (GitHub, nbviewer): filled in at the end.
+        self._final_handle = display(HTML(""), display_id=True)
+
+    def start(self, epochs: int | None = None, steps: int | None = None) -> Dashboard:
+        """Train in the background (see `Trainer.start`) while this dashboard shows and steers it."""
+        self.trainer.start(epochs=epochs, steps=steps)
+        return self
+
+    # ------------------------------------------------------------ from the training thread: cheap
+
+    def send(self, update: Update) -> None:
+        if update.kind == "start":
+            self._ended.clear()
+            self.progress.max = max(update.total_steps or 1, 1)  # once a run, not per step
+            self._start_render_thread()
+        elif update.kind == "end":
+            self._ended.set()
+        self._dirty.set()
+
+    # ------------------------------------------------------------ the render thread
+
+    def _start_render_thread(self) -> None:
+        if self._render_thread is not None and self._render_thread.is_alive():
+            return
+        from ..training.trainer import _kernel_parent, _pin_output_to
+
+        parent = _kernel_parent()
+
+        def loop() -> None:
+            _pin_output_to(parent)
+            wait = self.interval
+            while True:
+                ended = self._ended.wait(wait)
+                if self._dirty.is_set():
+                    self._dirty.clear()
+                    began = time.perf_counter()
+                    self._render_once()
+                    # Throttled to the cost of drawing: never more than half the time spent drawing.
+                    wait = max(self.interval, 2 * (time.perf_counter() - began))
+                if ended:
+                    self._render_once()
+                    self._leave_static_result()
+                    return
+
+        self._render_thread = threading.Thread(target=loop, name="mtlnb-dashboard", daemon=True)
+        self._render_thread.start()
+
+    def _render_once(self) -> None:
+        history = self.trainer.history
+        self.figure.update(history)
+        self.figure.render()
+        self.image.value = self.figure.png()
+        self.frames += 1
+        self.progress.value = min(self.trainer.step, self.progress.max)
+        self.progress_text.value = self._progress_text()
+        self.status.value = f"<span style='color:{'#b00' if self.trainer.error or 'nonfinite' in self._last_event() else '#333'}'>{_escape(self.trainer.status)}</span>"
+        self.pause_button.description = "Resume" if self.trainer.controls.paused else "Pause"
+        self._refresh_graph()
+
+    def render_frame(self) -> bytes:
+        """Draw a frame now (what the render thread does) and return it as PNG bytes."""
+        self._render_once()
+        return bytes(self.image.value)
+
+    def _progress_text(self) -> str:
+        history = self.trainer.history
+        last = history.last()
+        if not last:
+            return "step 0"
+        rate = 1.0 / last["step_seconds"] if last["step_seconds"] > 0 else math.nan
+        text = f"step {self.trainer.step}"
+        if self.progress.max > 1:
+            remaining = max(self.progress.max - self.trainer.step, 0) / rate if rate == rate and rate > 0 else math.nan
+            text += (
+                f"/{self.progress.max} · ETA {int(remaining // 60)}:{int(remaining % 60):02d}"
+                if remaining == remaining
+                else ""
+            )
+        return text + f" · {rate:.0f} steps/s"
+
+    def _last_event(self) -> str:
+        events = self.trainer.history.events
+        return events[-1]["kind"] if events else ""
+
+    def _refresh_graph(self, force: bool = False) -> None:
+        if self.graph_view is None:
+            return
+        last = self.trainer.history.last()
+        weights = {n: last.get(f"weight/{n}", 1.0) for n in self.trainer.task_names} if last else {}
+        if not force and all(
+            abs(weights.get(n, 0) - self._last_weights.get(n, 0)) <= 0.01 * max(abs(weights.get(n, 0)), 1e-9)
+            for n in weights
+        ):
+            return
+        self._last_weights = weights
+        from ..drawing import render_svg, task_graph_digraph
+
+        svg = render_svg(task_graph_digraph(self.trainer.model, weights=weights, rankdir="TB").source)
+        self.graph_view.value = svg if svg is not None else "<pre>(no graphviz renderer)</pre>"
+
+    def _leave_static_result(self) -> None:
+        """A plain PNG and a text summary, so a saved notebook shows the result without widget state."""
+        if self._final_handle is None:
+            return
+        from IPython.display import Image, Markdown
+
+        last = self.trainer.history.last()
+        lines = [f"**{_escape(self.trainer.status)}**"]
+        lines += (
+            [
+                f"- {n}: loss {last.get(f'loss/{n}', math.nan):.4g}, weight {last.get(f'weight/{n}', math.nan):.3g}"
+                for n in self.trainer.task_names
+            ]
+            if last
+            else []
+        )
+        self._final_handle.update(Image(data=self.figure.png(), format="png"))
+        from IPython.display import display
+
+        display(Markdown("\n".join(lines)))
+
+    # ------------------------------------------------------------ from widget observers (kernel main thread)
+
+    def _call(self, method: Any, *args: Any) -> None:
+        try:
+            method(*args)
+        except MTLError as error:  # shown where the user is looking, not as a traceback in the log
+            self.status.value = f"<span style='color:#b00'>{_escape(str(error))}</span>"
+
+    def _toggle_pause(self, _: Any) -> None:
+        if self.trainer.controls.paused:
+            self.trainer.resume()
+            self.pause_button.description = "Pause"
+        else:
+            self.trainer.pause()
+            self.pause_button.description = "Resume"
+
+    def _replot(self, _: Any) -> None:
+        self.figure.configure(
+            log_scale=self.scale.value == "log", weighted=self.kind.value == "weighted", smoothing=self.smoothing.value
+        )
+        self._dirty.set()
+        if self._render_thread is None or not self._render_thread.is_alive():
+            self._render_once()
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -1,0 +1,127 @@
+"""The dashboard, headless: widgets driven by their state and by the comm messages a front end sends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from mtlnb import MTLModel, Trainer
+from mtlnb.drawing.training_plots import TrainingFigure
+
+from .conftest import README_OUTPUTS, readme_data, readme_tasks
+
+widgets = pytest.importorskip("ipywidgets")
+from mtlnb.widgets import Dashboard  # noqa: E402
+
+
+def dashboard(n: int = 512) -> Dashboard:
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS, example_input=torch.randn(8, 16))
+    x, y = readme_data(n)
+    data = [(x[i : i + 8], [t[i : i + 8] for t in y]) for i in range(0, n, 8)]
+    return Dashboard(Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-3), data, outputs=[]))
+
+
+def front_end_update(widget, **state) -> None:
+    """What JupyterLab's widget manager sends when the user moves a control."""
+    widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
+
+
+def front_end_click(button) -> None:
+    button._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "click"}}}, "buffers": []})
+
+
+def test_a_slider_message_sets_the_weight_of_the_next_step():
+    dash = dashboard()
+    trainer = dash.trainer
+    trainer.fit(steps=3)
+    front_end_update(dash.sliders["Task2"], value=0.25)
+    trainer.fit(steps=2)
+    assert trainer.history.series("weight/Task2")[1].tolist() == [1.0, 1.0, 1.0, 0.25, 0.25]
+    assert trainer.history.events[-1] == {"step": 3, "kind": "weight", "task": "Task2", "value": 0.25}
+
+
+def test_mute_and_learning_rate_controls_reach_the_trainer():
+    dash = dashboard()
+    front_end_update(dash.mutes["Task1"], value=True)
+    dash.lr.value = 1e-4
+    dash.trainer.fit(steps=1)
+    assert dash.trainer.multipliers["Task1"] == 0.0 and dash.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
+        1e-4
+    )
+    front_end_update(dash.mutes["Task1"], value=False)
+    dash.trainer.fit(steps=1)
+    assert dash.trainer.multipliers["Task1"] == 1.0
+
+
+def test_pause_resume_and_stop_buttons_steer_a_background_run():
+    dash = dashboard(8192)
+    trainer = dash.trainer
+    dash.start(epochs=50)
+    deadline = time.time() + 20
+    while trainer.step < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    front_end_click(dash.pause_button)
+    time.sleep(0.3)
+    paused_at = trainer.step
+    time.sleep(0.3)
+    assert trainer.state == "paused" and trainer.step == paused_at
+    front_end_click(dash.pause_button)
+    while trainer.step < paused_at + 3 and time.time() < deadline:
+        time.sleep(0.01)
+    front_end_click(dash.stop_button)
+    trainer.wait(timeout=10)
+    assert trainer.state == "stopped"
+    time.sleep(0.5)
+    assert dash.frames >= 2, "the render thread drew while training ran"
+    assert "stopped" in dash.status.value
+
+
+def test_frames_are_pngs_that_show_what_changed():
+    dash = dashboard()
+    dash.trainer.fit(steps=4)
+    dash.sliders["Task3"].value = 2.0
+    dash.trainer.fit(steps=4)
+    png = dash.render_frame()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert len(dash.figure._markers) == 1  # the change is marked on the weights panel
+    assert "weight 2" in dash.graph_view.value  # the live graph shows the new weight
+    assert "step 8" in dash.progress_text.value and "steps/s" in dash.progress_text.value
+
+
+def test_an_invalid_control_value_shows_in_the_status_line_instead_of_a_traceback():
+    dash = dashboard()
+    dash.lr.min = -20  # a value the Trainer refuses: lr 0 is reached through a log slider's floor
+    dash._call(dash.trainer.set_lr, 0.0)
+    assert "learning rate should be a finite number &gt; 0" in dash.status.value
+
+
+def test_the_end_of_a_run_leaves_a_static_picture_and_a_summary(monkeypatch):
+    dash = dashboard()
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj)
+
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    dash._final_handle = Handle()
+    dash.start(steps=10)
+    dash.trainer.wait(timeout=20)
+    deadline = time.time() + 10
+    while len(shown) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    image, summary = shown[:2]
+    assert image.data[:4] == b"\x89PNG"
+    assert "done at step 10" in summary.data and "Task1: loss" in summary.data
+
+
+def test_the_figures_can_be_written_from_a_script(tmp_path):
+    dash = dashboard()
+    dash.trainer.fit(steps=5)
+    figure = TrainingFigure(list(dash.trainer.task_names))
+    figure.update(dash.trainer.history)
+    assert figure.save(tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in figure.save(tmp_path / "training.svg").read_text()
