@@ -39,6 +39,7 @@ class Dashboard:
         self._ended = threading.Event()
         self._render_thread: threading.Thread | None = None
         self._final_handle: Any = None
+        self._summary_handle: Any = None
         self._last_weights: dict[str, float] = {}
 
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
@@ -116,13 +117,27 @@ class Dashboard:
         from IPython.display import HTML, display
 
         display(self.widget)
-        # What stays for readers without widget state (GitHub, nbviewer): filled in at the end.
+        # What stays for readers without widget state (GitHub, nbviewer), filled in at the end.
+        # Display handles, not new outputs: an update lands in this cell whatever cell runs then.
         self._final_handle = display(HTML(""), display_id=True)
+        self._summary_handle = display(HTML(""), display_id=True)
 
     def start(self, epochs: int | None = None, steps: int | None = None) -> Dashboard:
         """Train in the background (see `Trainer.start`) while this dashboard shows and steers it."""
         self.trainer.start(epochs=epochs, steps=steps)
         return self
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until training has ended and the last frame and summary are drawn; re-raise a training error."""
+        try:
+            self.trainer.wait(timeout)
+        finally:
+            if self._render_thread is not None:
+                self._render_thread.join(timeout)
+            # Again from this thread: the render thread's update carries the parent message of the
+            # cell that started training, which front ends apply by display id but notebook runners
+            # (nbclient, nbval) drop once that cell is done. The update is idempotent.
+            self._leave_static_result()
 
     # ------------------------------------------------------------ from the training thread: cheap
 
@@ -225,19 +240,15 @@ class Dashboard:
         from IPython.display import Image, Markdown
 
         last = self.trainer.history.last()
-        lines = [f"**{_escape(self.trainer.status)}**"]
-        lines += (
-            [
-                f"- {n}: loss {last.get(f'loss/{n}', math.nan):.4g}, weight {last.get(f'weight/{n}', math.nan):.3g}"
+        lines = [f"**{_escape(self.trainer.status)}**", ""]
+        if last:
+            lines += [
+                f"- {n}: loss {last[f'loss/{n}']:.4g}, weight {last[f'weight/{n}']:.3g}"
                 for n in self.trainer.task_names
             ]
-            if last
-            else []
-        )
         self._final_handle.update(Image(data=self.figure.png(), format="png"))
-        from IPython.display import display
-
-        display(Markdown("\n".join(lines)))
+        if self._summary_handle is not None:
+            self._summary_handle.update(Markdown("\n".join(lines)))
 
     # ------------------------------------------------------------ from widget observers (kernel main thread)
 
