@@ -260,11 +260,16 @@ class MTLModel(nn.Module):
         return total
 
     def spec_weights(self) -> list[float]:
-        """The current weight of each loss task under the spec's own weighting (learned ones: exp(-s) now)."""
-        return [
-            math.exp(-float(self.log_vars[name].detach())) if weight is None else weight
-            for _, name, _, weight in self._loss_terms
-        ]
+        """The current weight of each loss task as the spec sets it: a fixed weight, or exp(-s) of an 'auto' task."""
+        weights = []
+        for _, name, _, weight in self._loss_terms:
+            if weight is not None:
+                weights.append(weight)
+            elif name in self.log_vars:
+                weights.append(math.exp(-float(self.log_vars[name].detach())))
+            else:  # 'auto' under weighting="uncertainty": the strategy holds s
+                weights.append(math.exp(-float(self.weighting.log_vars[self.weighting.task_index(name)].detach())))
+        return weights
 
     @property
     def loss_tasks(self) -> list[str]:

@@ -336,3 +336,14 @@ def test_a_loop_of_your_own_gets_history_and_controls():
     assert monitor.step == 3 and monitor.weights["Task2"] == 0.0
     assert strategy.multipliers.tolist() == [1.0, 0.0, 1.0]
     assert monitor.history.events[0] == {"step": 3, "kind": "mute", "task": "Task2", "value": 0.0}
+
+
+def test_auto_tasks_under_uncertainty_weighting_train_with_the_trainer():
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(), README_OUTPUTS, weighting="uncertainty")
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), batches(), outputs=[])
+    trainer.set_weight("Task3", 0.5)
+    trainer.fit(steps=20)
+    assert model.spec_weights()[2] != 1.0  # Task3's s moved
+    last = trainer.history.last()
+    assert last["weight/Task3"] == pytest.approx(0.5 * model.spec_weights()[2], rel=0.05)
