@@ -21,3 +21,38 @@ def test_public_names_and_version():
     assert issubclass(mtlnb.SpecError, ValueError) and issubclass(mtlnb.SpecError, mtlnb.MTLError)
     major, minor, patch = mtlnb.__version__.split(".")
     assert all(part.isdigit() for part in (major, minor, patch))
+
+
+def test_the_wheel_ships_every_subpackage(tmp_path):
+    """Editable installs hide a missing subpackage; a wheel built from a clean copy of the sources does not."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a clean copy: a stale build/ directory would hide the very mistake
+    shutil.copytree(root / "mtlnb", source / "mtlnb", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("mtlnb-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = sorted(str(p.parent.relative_to(root)) for p in (root / "mtlnb").rglob("__init__.py"))
+    missing = [p for p in packages if f"{p}/__init__.py" not in names]
+    assert not missing, f"the wheel lacks {missing}"
+    assert "mtlnb/py.typed" in names
