@@ -8,12 +8,12 @@ Invalid values are refused at the call, with nothing queued.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._checks import non_negative
 from ..errors import MTLError
 
 
@@ -42,7 +42,7 @@ class Controls:
 
     def set_weight(self, task: str, value: float) -> None:
         """Set a task's multiplier (its effective weight is multiplier × the strategy's weight); 0 mutes."""
-        self._queue(Change("weight", self._task(task), _non_negative(f"the weight of task {task!r}", value)))
+        self._queue(Change("weight", self._task(task), non_negative(f"the weight of task {task!r}", value)))
 
     def mute(self, task: str) -> None:
         self._queue(Change("mute", self._task(task), None))
@@ -51,7 +51,7 @@ class Controls:
         self._queue(Change("unmute", self._task(task), None))
 
     def set_lr(self, value: float) -> None:
-        number = _non_negative("the learning rate", value)
+        number = non_negative("the learning rate", value)
         if number == 0:
             raise MTLError("the learning rate should be a finite number > 0. Found 0.")
         self._queue(Change("lr", None, number))
@@ -129,10 +129,3 @@ def multiplier_after(change: Change, current: float, unmuted: dict[str, float]) 
         return unmuted.pop(change.task, fallback)
     unmuted.pop(change.task, None)
     return change.value
-
-
-def _non_negative(what: str, value: Any) -> float:
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    if not math.isfinite(number) or number < 0:
-        raise MTLError(f"{what} should be a finite number >= 0. Found {value!r}.")
-    return number

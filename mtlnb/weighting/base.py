@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._checks import non_negative
 from ..errors import MTLError
 
 __all__ = ["GradientWeighting", "LossWeighting", "Weighting", "register"]
@@ -84,12 +85,7 @@ class Weighting(nn.Module):
     def set_multiplier(self, task: int | str, value: float) -> None:
         """Scale a task's effective weight by `value` >= 0 from the next step on; 0 mutes the task."""
         index = self.task_index(task)
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-        if not math.isfinite(number) or number < 0:
-            raise MTLError(
-                f"the multiplier of task {self.task_names[index]!r} should be a finite number >= 0. Found {value!r}."
-            )
-        self.multipliers[index] = number
+        self.multipliers[index] = non_negative(f"the multiplier of task {self.task_names[index]!r}", value)
 
     # ------------------------------------------------------------ the step
 

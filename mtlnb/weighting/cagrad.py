@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._checks import is_non_negative
 from ._solvers import cagrad_weights
 from .base import GradientWeighting, check_option, register
 
@@ -27,7 +28,7 @@ class CAGrad(GradientWeighting):
             self.name,
             "c",
             c,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+            is_non_negative,
             "a non-negative float",
         )
         self.c, self.rescale = float(c), bool(rescale)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._checks import is_positive, is_positive_int
 from .base import LossWeighting, check_option, register
 
 
@@ -28,14 +29,14 @@ class DynamicWeightAverage(LossWeighting):
             self.name,
             "temperature",
             temperature,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+            is_positive,
             "a positive float",
         )
         check_option(
             self.name,
             "period",
             period,
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            is_positive_int,
             "a positive int (steps)",
         )
         self.temperature, self.period = float(temperature), period

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._checks import is_non_negative, is_positive
 from .base import LossWeighting, check_option, register
 
 
@@ -37,14 +38,14 @@ class FAMO(LossWeighting):
             self.name,
             "gamma",
             gamma,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+            is_non_negative,
             "a non-negative float",
         )
         check_option(
             self.name,
             "w_lr",
             w_lr,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+            is_positive,
             "a positive float",
         )
         minimum = [0.0] * self.num_tasks if min_losses is None else list(min_losses)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .._checks import is_non_negative
 from ._autograd import per_task_gradients
 from .base import Losses, LossWeighting, check_option, register
 
@@ -32,7 +33,7 @@ class GradNorm(LossWeighting):
             self.name,
             "alpha",
             alpha,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+            is_non_negative,
             "a non-negative float",
         )
         self.alpha = float(alpha)

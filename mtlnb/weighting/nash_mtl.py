@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._checks import is_positive_int
 from ._solvers import nash_bargaining
 from .base import GradientWeighting, check_option, register
 
@@ -28,7 +29,7 @@ class NashMTL(GradientWeighting):
             self.name,
             "update_every",
             update_every,
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            is_positive_int,
             "a positive int",
         )
         self.update_every = update_every

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from .._checks import is_real
 from .base import LossWeighting, check_option, register
 
 
@@ -29,7 +29,7 @@ class Uncertainty(LossWeighting):
             self.name,
             "init",
             init,
-            lambda v: isinstance(v, (int, float)) and math.isfinite(v),
+            is_real,
             "a finite float (the starting log-variance s)",
         )
         self.log_vars = nn.Parameter(torch.full((self.num_tasks,), float(init)))
