@@ -175,3 +175,64 @@ def test_an_exception_in_the_training_thread_appears_in_the_cell_that_started_it
         kernel, "try:\n    trainer.wait()\nexcept ValueError as e:\n    print('wait re-raised:', e, trainer.state)"
     )
     assert state.strip() == "wait re-raised: the loss broke at call 41 failed"
+
+
+OWN_LOOP = """
+import sys, time, torch
+sys.path.insert(0, {root!r})
+from tests.conftest import README_OUTPUTS, readme_data, readme_tasks
+from mtlnb import LoopMonitor, MTLModel
+from mtlnb.widgets import Dashboard
+
+torch.manual_seed(0)
+model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+monitor = LoopMonitor(model, optimizer=optimizer)
+dashboard = Dashboard(monitor, interval=0.1)
+print("image", dashboard.image.model_id)
+display(dashboard)
+x, y = readme_data(8)
+end = time.perf_counter() + 5
+while time.perf_counter() < end:
+    optimizer.zero_grad()
+    losses = model.task_losses(model(x)[0], y)
+    sum(losses.values()).backward()
+    optimizer.step()
+    monitor.log(losses)
+    time.sleep(0.002)
+monitor.finish()
+dashboard.wait(10)
+"""
+
+
+def test_a_loop_that_blocks_its_cell_still_gets_live_plots_and_a_read_only_notice(kernel):
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    msg_id = kernel.execute(OWN_LOOP.format(root=root))
+    image_id, frames, notices, began = None, [], [], None
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            msg = kernel.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream" and content["text"].startswith("image"):
+            image_id, began = content["text"].split()[1], time.time()
+        elif kind == "error":
+            raise AssertionError("\n".join(content["traceback"]))
+        elif kind == "comm_msg":
+            state = content["data"].get("state", {})
+            if content["comm_id"] == image_id and msg["buffers"]:  # a PNG frame travels as a binary buffer
+                frames.append(time.time() - began)
+            if "Read-only" in str(state.get("value", "")):
+                notices.append(time.time() - began)
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    # Frames arrived while the loop (5 s) still held the cell, not only at its end (the render
+    # thread draws at least every 2 s, more often when frames are cheap).
+    assert len([t for t in frames if t < 4.8]) >= 2, frames
+    assert notices, "the dashboard never said that a blocking loop cannot be steered"

@@ -121,3 +121,65 @@ def test_the_figures_can_be_written_from_a_script(tmp_path):
     figure.update(dash.trainer.history)
     assert figure.save(tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in figure.save(tmp_path / "training.svg").read_text()
+
+
+def test_a_loop_of_your_own_in_a_thread_is_steered_by_the_dashboard():
+    import threading
+
+    from mtlnb import LoopMonitor, MTLModel
+
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    monitor = LoopMonitor(model, optimizer=optimizer)
+    dash = Dashboard(monitor)
+    x, y = readme_data(8)
+
+    def loop() -> None:
+        while True:
+            optimizer.zero_grad()
+            losses = model.task_losses(model(x)[0], y)
+            sum(w * loss for w, loss in zip(monitor.weights.values(), losses.values())).backward()
+            optimizer.step()
+            if not monitor.log(losses):
+                return
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    deadline = time.time() + 20
+    while monitor.step < 5 and time.time() < deadline:
+        time.sleep(0.01)
+    front_end_update(dash.sliders["Task1"], value=0.1)
+    moved_at = monitor.step
+    while monitor.step < moved_at + 5 and time.time() < deadline:
+        time.sleep(0.01)
+    front_end_click(dash.stop_button)
+    thread.join(10)
+    dash.wait(10)
+    steps, weights = monitor.history.series("weight/Task1")
+    change = monitor.history.events[0]
+    assert change["kind"] == "weight" and moved_at <= change["step"] <= moved_at + 1
+    assert set(weights[steps < change["step"]]) == {1.0} and set(weights[steps >= change["step"]]) == {0.1}
+    assert monitor.state == "stopped" and not thread.is_alive()
+    assert not dash.notice.value, "a loop in a thread can be steered: no read-only notice"
+    assert dash.graph_view is not None and "Task1" in dash.graph_view.value
+
+
+def test_a_loop_that_blocks_its_cell_greys_out_the_controls_and_says_why():
+    from mtlnb import LoopMonitor
+
+    monitor = LoopMonitor(["a", "b"])  # task names only: no graph, no learning rate
+    dash = Dashboard(monitor)
+    assert dash.graph_view is None and dash.lr.layout.display == "none"
+    monitor.log([1.0, 2.0])  # from the main thread, as a loop in a cell would
+    dash.render_frame()
+    assert "Read-only" in dash.notice.value and all(s.disabled for s in dash.sliders.values())
+    monitor.finish()
+    dash.render_frame()
+    assert not dash.notice.value and not dash.stop_button.disabled
+
+
+def test_the_dashboard_names_what_it_cannot_show():
+    with pytest.raises(Exception, match=r"Dashboard shows a Trainer.*lacks \['task_names'"):
+        Dashboard(object())

@@ -45,7 +45,11 @@ class TrainingFigure:
         self.loss_lines = {
             n: self.loss_axes.plot([], [], color=colors[n], lw=1.2, label=n, animated=True)[0] for n in self.task_names
         }
-        self.total_line = self.loss_axes.plot([], [], color="black", lw=1.0, alpha=0.6, label="total", animated=True)[0]
+        # Σ weight × loss, not the optimised objective: uncertainty weighting adds Σ log σ, which
+        # goes negative and would fall off a log axis.
+        self.total_line = self.loss_axes.plot(
+            [], [], color="black", lw=1.0, alpha=0.6, label="Σ weight × loss", animated=True
+        )[0]
         self.val_lines = {
             n: self.loss_axes.plot([], [], "o--", color=colors[n], ms=4, lw=0.8, animated=True)[0]
             for n in self.task_names
@@ -91,7 +95,7 @@ class TrainingFigure:
         for name, line in self.loss_lines.items():
             steps, values = history.series(prefix + name)
             line.set_data(*_decimate(steps, _smooth(values, self.smoothing), self.max_points))
-        self.total_line.set_data(*_decimate(*history.series("total"), self.max_points))
+        self.total_line.set_data(*_decimate(*_weighted_sum(history, self.task_names), self.max_points))
         for name, line in self.val_lines.items():
             points = [(e["step"], e["validation"][name]) for e in history.epochs if e.get("validation")]
             line.set_data([p[0] for p in points], [p[1] for p in points])
@@ -198,6 +202,14 @@ class TrainingFigure:
             axes.set_xlim(x0, x1)
             axes.set_ylim(y0, y1)
             self._limits[key] = (x0, x1, y0, y1)
+
+
+def _weighted_sum(history: Any, task_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    steps, total = history.series(f"weighted/{task_names[0]}")
+    total = total.copy()
+    for name in task_names[1:]:
+        total += history.series(f"weighted/{name}")[1]
+    return steps, total
 
 
 def _decimate(steps: np.ndarray, values: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:

@@ -122,6 +122,10 @@ class Trainer:
         source = self.model.weighting.multipliers.tolist() if self.model.weighting is not None else self._multipliers
         return dict(zip(self.task_names, source, strict=True))
 
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
     # ------------------------------------------------------------ running
 
     def fit(self, epochs: int | None = None, steps: int | None = None) -> History:

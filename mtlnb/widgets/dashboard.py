@@ -1,6 +1,9 @@
-"""`Dashboard(trainer)`: task graph, live plots and controls in one widget, for training in the background.
+"""`Dashboard(run)`: task graph, live plots and controls in one widget, for training in the background.
 
-The road of a slider move: widget observer (kernel main thread) → `trainer.set_weight`
+A run is anything with the Trainer's steering methods, history and `outputs`: a
+`Trainer`, a `LoopMonitor` (your own loop) or a `JobFollower` (a torchrun job).
+
+The road of a slider move: widget observer (kernel main thread) → `run.set_weight`
 → `Controls` (under a lock) → applied at the next step boundary → the strategy's
 multiplier → that step's loss or gradient → the history → the next frame.
 
@@ -24,18 +27,26 @@ from ..outputs import Update
 
 
 class Dashboard:
-    """Live view and controls of `trainer`; show it as the last line of a cell, then `dashboard.start(...)`."""
+    """Live view and controls of `run` (a Trainer, LoopMonitor or JobFollower); show it as the last line of a cell."""
 
-    def __init__(self, trainer: Any, *, interval: float = 0.25, graph: bool = True) -> None:
+    def __init__(self, run: Any, *, interval: float = 0.25, graph: bool = True) -> None:
         try:
             import ipywidgets as w
         except ImportError as error:
             raise ImportError("the dashboard needs ipywidgets: pip install ipywidgets") from error
-        self.trainer = trainer
+        missing = [
+            a for a in ("task_names", "history", "outputs", "multipliers", "set_weight", "stop") if not hasattr(run, a)
+        ]
+        if missing:
+            raise MTLError(
+                f"Dashboard shows a Trainer, a LoopMonitor or a JobFollower; {type(run).__name__} lacks {missing}"
+            )
+        self.run = run
         self.interval = interval
-        self.figure = TrainingFigure(list(trainer.task_names))
+        self.figure = TrainingFigure(list(run.task_names))
         self.frames = 0
         self._dirty = threading.Event()
+        self._drawing = threading.Lock()  # one Agg canvas: two threads drawing it at once crash
         self._ended = threading.Event()
         self._render_thread: threading.Thread | None = None
         self._final_handle: Any = None
@@ -43,7 +54,8 @@ class Dashboard:
         self._last_weights: dict[str, float] = {}
 
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
-        self.graph_view = w.HTML(layout=w.Layout(max_width="45%")) if graph else None
+        has_graph = graph and getattr(run, "model", None) is not None
+        self.graph_view = w.HTML(layout=w.Layout(max_width="45%")) if has_graph else None
         self.sliders = {
             name: w.FloatLogSlider(
                 value=value if value > 0 else 1.0,
@@ -55,41 +67,43 @@ class Dashboard:
                 continuous_update=True,
                 readout_format=".2f",
             )
-            for name, value in trainer.multipliers.items()
+            for name, value in run.multipliers.items()
         }
         self.mutes = {
             name: w.ToggleButton(value=False, description="mute", layout=w.Layout(width="70px"))
-            for name in trainer.task_names
+            for name in run.task_names
         }
-        lr = trainer.optimizer.param_groups[0]["lr"]
+        lr = run.lr
         self.lr = w.FloatLogSlider(
-            value=lr,
+            value=lr or 1e-3,
             base=10,
-            min=math.log10(lr) - 3,
-            max=math.log10(lr) + 1,
+            min=math.log10(lr or 1e-3) - 3,
+            max=math.log10(lr or 1e-3) + 1,
             step=0.01,
             description="learning rate",
             readout_format=".1e",
+            layout=w.Layout(display=None if lr else "none"),  # a loop without optimizer: no learning rate to set
         )
         self.pause_button = w.Button(description="Pause", icon="pause")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
         self.progress = w.IntProgress(min=0, max=1, value=0, layout=w.Layout(width="40%"))
         self.progress_text = w.Label()
         self.status = w.HTML()
+        self.notice = w.HTML()
         self.scale = w.ToggleButtons(options=["log", "linear"], value="log", style={"button_width": "60px"})
         self.kind = w.ToggleButtons(options=["raw", "weighted"], value="raw", style={"button_width": "75px"})
         self.smoothing = w.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="smoothing")
 
         for name, slider in self.sliders.items():
-            slider.observe(lambda change, n=name: self._call(self.trainer.set_weight, n, change["new"]), names="value")
+            slider.observe(lambda change, n=name: self._call(self.run.set_weight, n, change["new"]), names="value")
         for name, toggle in self.mutes.items():
             toggle.observe(
-                lambda change, n=name: self._call(self.trainer.mute if change["new"] else self.trainer.unmute, n),
+                lambda change, n=name: self._call(self.run.mute if change["new"] else self.run.unmute, n),
                 names="value",
             )
-        self.lr.observe(lambda change: self._call(self.trainer.set_lr, change["new"]), names="value")
+        self.lr.observe(lambda change: self._call(self.run.set_lr, change["new"]), names="value")
         self.pause_button.on_click(self._toggle_pause)
-        self.stop_button.on_click(lambda _: self.trainer.stop())
+        self.stop_button.on_click(lambda _: self.run.stop())
         for option in (self.scale, self.kind, self.smoothing):
             option.observe(self._replot, names="value")
 
@@ -102,14 +116,20 @@ class Dashboard:
                 w.HBox([self.pause_button, self.stop_button]),
                 w.HBox([self.progress, self.progress_text]),
                 self.status,
+                self.notice,
             ]
         )
         plot_options = w.HBox([self.scale, self.kind, self.smoothing])
         top = w.HBox([controls, self.graph_view]) if self.graph_view is not None else controls
         self.widget = w.VBox([top, plot_options, self.image])
-        trainer.outputs.append(self)
+        run.outputs.append(self)
         self._refresh_graph(force=True)
         self._render_once()
+
+    @property
+    def trainer(self) -> Any:
+        """The run shown (kept under its first name: most runs are Trainers)."""
+        return self.run
 
     # ------------------------------------------------------------ showing
 
@@ -124,13 +144,16 @@ class Dashboard:
 
     def start(self, epochs: int | None = None, steps: int | None = None) -> Dashboard:
         """Train in the background (see `Trainer.start`) while this dashboard shows and steers it."""
-        self.trainer.start(epochs=epochs, steps=steps)
+        if not hasattr(self.run, "start"):
+            raise MTLError(f"a {type(self.run).__name__} is not started by the dashboard: run your loop, or the job")
+        self.run.start(epochs=epochs, steps=steps)
         return self
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until training has ended and the last frame and summary are drawn; re-raise a training error."""
         try:
-            self.trainer.wait(timeout)
+            if hasattr(self.run, "wait"):
+                self.run.wait(timeout)
         finally:
             if self._render_thread is not None:
                 self._render_thread.join(timeout)
@@ -181,16 +204,35 @@ class Dashboard:
         self._render_thread.start()
 
     def _render_once(self) -> None:
-        history = self.trainer.history
+        with self._drawing:
+            self._draw_frame()
+
+    def _draw_frame(self) -> None:
+        history = self.run.history
         self.figure.update(history)
         self.figure.render()
         self.image.value = self.figure.png()
         self.frames += 1
-        self.progress.value = min(self.trainer.step, self.progress.max)
+        self.progress.value = min(self.run.step, self.progress.max)
         self.progress_text.value = self._progress_text()
-        self.status.value = f"<span style='color:{'#b00' if self.trainer.error or 'nonfinite' in self._last_event() else '#333'}'>{_escape(self.trainer.status)}</span>"
-        self.pause_button.description = "Resume" if self.trainer.controls.paused else "Pause"
+        self.status.value = f"<span style='color:{'#b00' if self.run.error or 'nonfinite' in self._last_event() else '#333'}'>{_escape(self.run.status)}</span>"
+        self.pause_button.description = "Resume" if self.run.controls.paused else "Pause"
+        self._show_notice()
         self._refresh_graph()
+
+    def _show_notice(self) -> None:
+        """A loop that blocks its cell cannot be steered: say so, and grey out what would not work."""
+        blocking = getattr(self.run, "blocking", False) and self.run.state in ("running", "paused")
+        if blocking == bool(self.notice.value):
+            return
+        self.notice.value = (
+            "<i>Read-only while your loop runs in its cell: the kernel reads no slider until the cell ends. "
+            "To steer, run the loop in a thread (or use mtlnb.Trainer.start).</i>"
+            if blocking
+            else ""
+        )
+        for control in [*self.sliders.values(), *self.mutes.values(), self.lr, self.pause_button, self.stop_button]:
+            control.disabled = blocking
 
     def render_frame(self) -> bytes:
         """Draw a frame now (what the render thread does) and return it as PNG bytes."""
@@ -198,14 +240,14 @@ class Dashboard:
         return bytes(self.image.value)
 
     def _progress_text(self) -> str:
-        history = self.trainer.history
+        history = self.run.history
         last = history.last()
         if not last:
             return "step 0"
         rate = 1.0 / last["step_seconds"] if last["step_seconds"] > 0 else math.nan
-        text = f"step {self.trainer.step}"
+        text = f"step {self.run.step}"
         if self.progress.max > 1:
-            remaining = max(self.progress.max - self.trainer.step, 0) / rate if rate == rate and rate > 0 else math.nan
+            remaining = max(self.progress.max - self.run.step, 0) / rate if rate == rate and rate > 0 else math.nan
             text += (
                 f"/{self.progress.max} · ETA {int(remaining // 60)}:{int(remaining % 60):02d}"
                 if remaining == remaining
@@ -214,14 +256,14 @@ class Dashboard:
         return text + f" · {rate:.0f} steps/s"
 
     def _last_event(self) -> str:
-        events = self.trainer.history.events
+        events = self.run.history.events
         return events[-1]["kind"] if events else ""
 
     def _refresh_graph(self, force: bool = False) -> None:
         if self.graph_view is None:
             return
-        last = self.trainer.history.last()
-        weights = {n: last.get(f"weight/{n}", 1.0) for n in self.trainer.task_names} if last else {}
+        last = self.run.history.last()
+        weights = {n: last.get(f"weight/{n}", 1.0) for n in self.run.task_names} if last else {}
         if not force and all(
             abs(weights.get(n, 0) - self._last_weights.get(n, 0)) <= 0.01 * max(abs(weights.get(n, 0)), 1e-9)
             for n in weights
@@ -230,7 +272,7 @@ class Dashboard:
         self._last_weights = weights
         from ..drawing import render_svg, task_graph_digraph
 
-        svg = render_svg(task_graph_digraph(self.trainer.model, weights=weights, rankdir="TB").source)
+        svg = render_svg(task_graph_digraph(self.run.model, weights=weights, rankdir="TB").source)
         self.graph_view.value = svg if svg is not None else "<pre>(no graphviz renderer)</pre>"
 
     def _leave_static_result(self) -> None:
@@ -239,14 +281,15 @@ class Dashboard:
             return
         from IPython.display import Image, Markdown
 
-        last = self.trainer.history.last()
-        lines = [f"**{_escape(self.trainer.status)}**", ""]
+        last = self.run.history.last()
+        lines = [f"**{_escape(self.run.status)}**", ""]
         if last:
             lines += [
-                f"- {n}: loss {last[f'loss/{n}']:.4g}, weight {last[f'weight/{n}']:.3g}"
-                for n in self.trainer.task_names
+                f"- {n}: loss {last[f'loss/{n}']:.4g}, weight {last[f'weight/{n}']:.3g}" for n in self.run.task_names
             ]
-        self._final_handle.update(Image(data=self.figure.png(), format="png"))
+        with self._drawing:
+            png = self.figure.png()
+        self._final_handle.update(Image(data=png, format="png"))
         if self._summary_handle is not None:
             self._summary_handle.update(Markdown("\n".join(lines)))
 
@@ -259,17 +302,20 @@ class Dashboard:
             self.status.value = f"<span style='color:#b00'>{_escape(str(error))}</span>"
 
     def _toggle_pause(self, _: Any) -> None:
-        if self.trainer.controls.paused:
-            self.trainer.resume()
+        if self.run.controls.paused:
+            self.run.resume()
             self.pause_button.description = "Pause"
         else:
-            self.trainer.pause()
+            self.run.pause()
             self.pause_button.description = "Resume"
 
     def _replot(self, _: Any) -> None:
-        self.figure.configure(
-            log_scale=self.scale.value == "log", weighted=self.kind.value == "weighted", smoothing=self.smoothing.value
-        )
+        with self._drawing:
+            self.figure.configure(
+                log_scale=self.scale.value == "log",
+                weighted=self.kind.value == "weighted",
+                smoothing=self.smoothing.value,
+            )
         self._dirty.set()
         if self._render_thread is None or not self._render_thread.is_alive():
             self._render_once()
