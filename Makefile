@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make lab    set everything up, open JupyterLab on the first notebook
-#   make test   set everything up, run every check (lint, unit tests, notebooks under nbval)
+#   make test   set everything up, run every check (lint, unit tests, notebooks under nbval,
+#               the notebooks and the dashboard in JupyterLab and Notebook 7 through headless Chromium)
 # Both start from a machine with nothing installed but python3.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ FIRST_NOTEBOOK := notebooks/01_quickstart.ipynb
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup lab test lint unit notebooks bench execute-notebooks clean
+.PHONY: setup lab test lint unit notebooks browser chromium bench execute-notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,15 +29,24 @@ setup: $(VENV)/.installed
 lab: setup
 	$(BIN)/jupyter lab $(ALLOW_ROOT) $(FIRST_NOTEBOOK)
 
-test: setup lint
+test: setup lint chromium
 	$(BIN)/pytest tests notebooks $(NBVAL)
+
+# The browser tests drive Debian's Chromium; Playwright's own download does not work on these machines.
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
+
+browser: setup chromium
+	$(BIN)/pytest tests/browser
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 unit: setup
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/browser
 
 notebooks: setup
 	$(BIN)/pytest notebooks $(NBVAL)
@@ -52,4 +62,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_training.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache ci-artifacts

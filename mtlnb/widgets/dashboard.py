@@ -50,6 +50,7 @@ class Dashboard:
         self._ended = threading.Event()
         self._render_thread: threading.Thread | None = None
         self._final_handle: Any = None
+        self._display_parent: Any = None
         self._summary_handle: Any = None
         self._last_weights: dict[str, float] = {}
 
@@ -136,6 +137,9 @@ class Dashboard:
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display
 
+        from ..training.trainer import _kernel_parent
+
+        self._display_parent = _kernel_parent()
         display(self.widget)
         # What stays for readers without widget state (GitHub, nbviewer), filled in at the end.
         # Display handles, not new outputs: an update lands in this cell whatever cell runs then.
@@ -197,6 +201,9 @@ class Dashboard:
                     wait = min(max(self.interval, 19 * cost), max(self.interval, 2.0))
                 if ended:
                     self._render_once()
+                    # As from the cell that last showed the dashboard (where the picture goes): a thread's
+                    # own parent is whatever message the kernel handled last, a Stop click for instance.
+                    _pin_output_to(self._display_parent or parent)
                     self._leave_static_result()
                     return
 
@@ -273,7 +280,12 @@ class Dashboard:
         from ..drawing import render_svg, task_graph_digraph
 
         svg = render_svg(task_graph_digraph(self.run.model, weights=weights, rankdir="TB").source)
-        self.graph_view.value = svg if svg is not None else "<pre>(no graphviz renderer)</pre>"
+        # Scaled to the column it has: graphviz sizes the SVG in points, wider than half a notebook.
+        self.graph_view.value = (
+            svg.replace("<svg ", '<svg style="max-width:100%;height:auto" ', 1)
+            if svg is not None
+            else "<pre>(no graphviz renderer)</pre>"
+        )
 
     def _leave_static_result(self) -> None:
         """A plain PNG and a text summary, so a saved notebook shows the result without widget state."""
