@@ -14,6 +14,7 @@ the very next optimizer step, and the history records that step.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..errors import MTLError
 from ..graph import MTLModel
 from ..outputs import ConsoleProgress, Output, Update
@@ -43,7 +45,10 @@ class Trainer:
     `weighting` (a name or a strategy of `mtlnb.weighting`) is set on the model if given;
     its learned parameters are added to `optimizer`. `val_data` is evaluated after every
     epoch. `outputs` receive every update (default: a progress line on a terminal,
-    nothing inside a notebook, where the dashboard shows progress).
+    nothing inside a notebook, where the dashboard shows progress). `control_file` is
+    read before every step for changes written from elsewhere (`mtlnb.distributed.ControlFile`,
+    a `JobFollower` in a notebook). Under `torchrun` the ranks train as one
+    (see `mtlnb.distributed`): give each its shard of the data (a `DistributedSampler`).
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class Trainer:
         val_data: Iterable[Any] | None = None,
         *,
         outputs: Iterable[Output] | None = None,
+        control_file: str | Path | None = None,
     ) -> None:
         if not isinstance(model, MTLModel):
             raise MTLError(
@@ -69,7 +75,12 @@ class Trainer:
         self.task_names: tuple[str, ...] = tuple(model.loss_tasks)
         self.controls = Controls(self.task_names, option_check=self._check_option)
         self.history = History(self.task_names)
-        self.outputs: list[Output] = list(outputs) if outputs is not None else _default_outputs()
+        self._distributed = distributed.is_active()
+        self.rank = distributed.rank()
+        self.outputs: list[Output] = (
+            list(outputs) if outputs is not None else _default_outputs() if self.rank == 0 else []
+        )
+        self.control_file = distributed.ControlFile(control_file) if control_file is not None else None
         self.state = "idle"
         self.error: BaseException | None = None
         self.step = 0  # optimizer steps taken (the index of the next step)
@@ -87,6 +98,14 @@ class Trainer:
         self._weight_sources = [
             model.log_vars.get(n, w) for n, w in zip(self.task_names, model.spec_weights(), strict=True)
         ]
+        self._all_have_batch, self._total_batch = True, 0
+        from ..weighting.base import GradientWeighting
+
+        self._strategy_averages = isinstance(model.weighting, GradientWeighting)
+        if self._distributed:  # every rank starts from rank 0's parameters, strategy state and random order
+            strategy = model.weighting
+            inside = strategy is None or any(m is strategy for m in model.modules())
+            distributed.broadcast_state_(model, *([] if inside else [strategy]))
 
     # ------------------------------------------------------------ steering (any thread)
 
@@ -187,15 +206,32 @@ class Trainer:
         last_epoch = self.epoch + epochs if epochs is not None else None
         last_step = self.step + steps if steps is not None else None
         self._target_steps = last_step
-        self._send(Update("start", self.step, {"state": self.state}, last_step))
+        self._send(
+            Update(
+                "start",
+                self.step,
+                {
+                    "state": self.state,
+                    "tasks": list(self.task_names),
+                    "rank": self.rank,
+                    "pid": os.getpid(),
+                    "lr": self.lr,
+                },
+                last_step,
+            )
+        )
+        synced = self._distributed or self.control_file is not None
         try:
-            while not self._at_boundary_should_stop():
+            while synced or not self._at_boundary_should_stop():
                 if last_step is not None and self.step >= last_step:
                     break
                 if last_epoch is not None and self.epoch >= last_epoch:
                     break
                 batch = self._next_batch()
-                if batch is None:
+                # Across ranks: the same changes at the same step, and an epoch ends for all at once.
+                if synced and self._at_synced_boundary_should_stop(batch):
+                    break
+                if batch is None or not self._all_have_batch:
                     self._end_epoch()
                     continue
                 try:
@@ -229,6 +265,74 @@ class Trainer:
                 self._send(Update("event", self.step, {"kind": "resume", "state": "running"}))
         return self.controls.stopping
 
+    def _at_synced_boundary_should_stop(self, batch: Any) -> bool:
+        """The step boundary with a control file or other ranks: read, agree, apply; wait here while paused."""
+        announced = False
+        while True:
+            if self.control_file is not None and self.rank == 0:
+                self._read_control_file()
+            changes = self.controls.take() if self.rank == 0 else []
+            if self._distributed:
+                changes = self._agree(batch, changes)
+            if changes:
+                self._apply(changes)
+            if self.controls.stopping or not self.controls.paused:
+                if announced and not self.controls.stopping:
+                    self.state = "running"
+                    self._send(Update("event", self.step, {"kind": "resume", "state": "running"}))
+                return self.controls.stopping
+            if not announced:
+                self.state, announced = "paused", True
+                self._send(Update("event", self.step, {"kind": "pause", "state": "paused"}))
+            # Rank 0 polls the file; the others wait in the next collective. A local resume() wakes us at once.
+            self.controls.wait_while_paused(0.1)
+
+    def _agree(self, batch: Any, changes: list[Change]) -> list[Change]:
+        """One collective: whether every rank has a batch, the total batch size, rank 0's changes and state."""
+        local = _batch_size(batch[0]) if batch is not None else 0
+        paused, stopping = self.controls.paused, self.controls.stopping
+        summary = torch.tensor(
+            [float(batch is not None), float(local), len(changes), paused, stopping], dtype=torch.float64
+        )
+        if self.rank != 0:
+            summary[2:] = 0
+        torch.distributed.all_reduce(summary)
+        have, total, count, paused, stopping = summary.tolist()
+        self._all_have_batch, self._total_batch = int(have) == distributed.world_size(), int(total)
+        if count:
+            box = [changes]
+            torch.distributed.broadcast_object_list(box, 0)
+            changes = box[0]
+        if self.rank != 0:  # rank 0's pause and stop hold for all
+            if stopping:
+                self.controls.stop()
+            elif paused:
+                self.controls.pause()
+            else:
+                self.controls.resume()
+        return changes
+
+    def _read_control_file(self) -> None:
+        """Queue the changes written to the control file; a bad line is reported as an event, not raised."""
+        for record in self.control_file.read_new():
+            kind, task, value = record.get("kind"), record.get("task"), record.get("value")
+            try:
+                if kind == "weight":
+                    self.set_weight(task, value)
+                elif kind == "lr":
+                    self.set_lr(value)
+                elif kind == "option":
+                    self.set_option(task, value)
+                elif kind in ("mute", "unmute"):
+                    getattr(self, kind)(task)
+                elif kind in ("pause", "resume", "stop"):
+                    getattr(self, kind)()
+                else:
+                    raise MTLError(f"unknown control {kind!r}; valid: {list(distributed.ControlFile.KINDS)}")
+            except MTLError as error:
+                event = self.history.log_event(self.step, "refused", task, None, message=f"{record}: {error}")
+                self._send(Update("event", self.step, event))
+
     def _apply(self, changes: list[Change]) -> None:
         strategy = self.model.weighting
         for change in changes:
@@ -261,13 +365,24 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def _train_step(self, batch: Any) -> None:
+        if not self._distributed:
+            return self._step(batch)
+        with distributed.averaging(_batch_size(batch[0]), self._total_batch):
+            return self._step(batch)
+
+    def _step(self, batch: Any) -> None:
         start = time.perf_counter()
         inputs, targets = batch
         model, strategy = self.model, self.model.weighting
         self.optimizer.zero_grad(set_to_none=True)
         y_hat = model(inputs)[0]
         per_task = model.task_losses(y_hat, targets)
-        losses = [loss.item() for loss in per_task.values()]
+        if self._distributed:  # the full batch's losses, the same on every rank (a NaN anywhere is a NaN everywhere)
+            values = torch.stack([loss.detach() for loss in per_task.values()])
+            distributed.average_([values])
+            losses = values.tolist()
+        else:
+            losses = [loss.item() for loss in per_task.values()]
         if not all(math.isfinite(v) for v in losses):
             bad = [name for name, v in zip(self.task_names, losses, strict=True) if not math.isfinite(v)]
             self._skip(
@@ -282,6 +397,14 @@ class Trainer:
         else:
             total_tensor = model.backward_losses(per_task)
             weights = strategy.weights.tolist()
+        total = total_tensor.item()
+        if self._distributed:
+            if self._strategy_averages:  # combined from per-task gradients already averaged across ranks
+                total = sum(w * v for w, v in zip(weights, losses, strict=True))
+            else:  # one backward of the weighted total: average its gradients (and the total, for the history)
+                carry = total_tensor.detach().reshape(1).clone()
+                distributed.average_([*(g for p in self._parameters if (g := p.grad) is not None), carry])
+                total = carry.item()
         if not _finite_gradients(
             [g for p in self._parameters if (g := p.grad) is not None], self._found_inf, self._one
         ):
@@ -289,15 +412,22 @@ class Trainer:
         self.optimizer.step()
         seconds = time.perf_counter() - start
         lr = self.optimizer.param_groups[0]["lr"]
-        self.history.log(self.step, total_tensor.item(), lr, seconds, losses, weights)
+        self.history.log(self.step, total, lr, seconds, losses, weights)
         self.step += 1
         self._batch_in_epoch += 1
         if self.outputs:
+            names = self.task_names
             self._send(
                 Update(
                     "step",
                     self.step,
-                    {"losses": dict(zip(self.task_names, losses, strict=True)), "lr": lr},
+                    {
+                        "losses": dict(zip(names, losses, strict=True)),
+                        "weights": dict(zip(names, weights, strict=True)),
+                        "total": total,
+                        "lr": lr,
+                        "seconds": seconds,
+                    },
                     self._target_steps,
                 )
             )
@@ -334,6 +464,9 @@ class Trainer:
     def _next_batch(self) -> Any:
         if self._iterator is None:
             if self._batch_in_epoch == 0:
+                sampler = getattr(self.train_data, "sampler", None)
+                if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by epoch, alike on every rank
+                    sampler.set_epoch(self.epoch)
                 self._epoch_rng = rng_state(self.train_data)
                 self._iterator = iter(self.train_data)
             else:  # resumed mid-epoch from a checkpoint: replay the epoch's shuffle, skip what was done
@@ -413,6 +546,19 @@ class Trainer:
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(cls, Path(path), model, optimizer, train_data, **kwargs)
+
+
+def _batch_size(inputs: Any) -> int:
+    """Samples in a batch's inputs: the first dimension of its first tensor."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.shape[0] if inputs.dim() else 1
+    items = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, list | tuple) else []
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            return _batch_size(item)
+    raise MTLError(
+        f"cannot tell the batch size of inputs of type {type(inputs).__name__} (under torchrun it weights each rank)"
+    )
 
 
 def _finite_gradients(grads: list[torch.Tensor], found_inf: torch.Tensor, one: torch.Tensor) -> bool:

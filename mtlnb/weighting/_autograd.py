@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
+from .. import distributed
 from ..errors import MTLError
 
 
@@ -74,4 +75,6 @@ def per_task_gradients(
         for leaf, grad in zip(leaves, grads, strict=True):
             if grad is not None:
                 rows[leaf][i] = grad
+    # Under torchrun: each task's gradient averaged across ranks before any strategy combines them.
+    distributed.average_(list(rows.values()))
     return shared, rows

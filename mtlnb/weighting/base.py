@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .. import distributed
 from .._checks import non_negative
 from ..errors import MTLError
 
@@ -130,7 +131,9 @@ class LossWeighting(Weighting):
         """The differentiable total of this step (for loops that call backward themselves, e.g. with AMP)."""
         items = self._loss_list(losses)
         active = self._active()
-        weights = self.compute_weights(torch.stack([loss.detach() for loss in items]))
+        detached = torch.stack([loss.detach() for loss in items])
+        distributed.average_([detached])  # under torchrun: weights from the full batch's losses, alike on all ranks
+        weights = self.compute_weights(detached)
         multipliers = self.multipliers.to(weights)
         total = None
         for i in active:

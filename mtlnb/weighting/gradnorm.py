@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .. import distributed
 from .._checks import is_non_negative
 from ._autograd import per_task_gradients
 from .base import Losses, LossWeighting, check_option, register
@@ -49,6 +50,7 @@ class GradNorm(LossWeighting):
         items = self._loss_list(losses)
         active = self._active()
         detached = torch.stack([loss.detach() for loss in items]).float().cpu()
+        distributed.average_([detached])  # under torchrun: the full batch's losses on every rank
         if torch.isnan(self.initial_losses).any():
             self.initial_losses.copy_(detached)
         shared, rows = per_task_gradients(
