@@ -9,13 +9,14 @@ from .errors import MTLError, SpecError, SpecWarning
 from .graph import LossResult, MTLModel
 from .layers import Concat, Lambda, Mean, SimpleSelect, SliceSelect, Sum
 from .spec import Task
-from .training import History, LoopMonitor, NonFiniteLossError, Trainer
+from .training import History, JobFollower, LoopMonitor, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Concat",
     "History",
+    "JobFollower",
     "Lambda",
     "LoopMonitor",
     "LossResult",

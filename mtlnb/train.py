@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     # torchrun ends the surviving ranks with SIGTERM when one fails: end like an exception, so the
     # history records the failure and its last step instead of stopping mid-line.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit("stopped by SIGTERM")))
+    signal.signal(
+        signal.SIGTERM,
+        lambda *_: (_ for _ in ()).throw(SystemExit("ended by SIGTERM (torchrun ends every rank when one fails)")),
+    )
     distributed.init()
     rank, world = distributed.rank(), distributed.world_size()
     if args.batch % world:
@@ -92,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     data = torch.utils.data.DataLoader(dataset, batch_size=args.batch // world, sampler=sampler, shuffle=False)
     optimizer_class = torch.optim.Adam if args.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(model.parameters(), lr=args.lr)
-    outputs = [JsonLinesLogger(rank_path(args.history, rank), flush_every=0.2)] if args.history else []
+    outputs = []
+    if args.history:
+        rank_path(args.history, rank).unlink(missing_ok=True)  # a new run: a follower must not read an old one
+        outputs.append(JsonLinesLogger(rank_path(args.history, rank), flush_every=0.2))
     if args.step_delay:
         outputs.append(_Delay(args.step_delay))
     trainer = Trainer(model, optimizer, data, weighting=args.weighting, outputs=outputs, control_file=args.control)

@@ -1,8 +1,10 @@
-"""Training sessions: the Trainer, the controls it reads once per step, the history it writes, checkpoints."""
+"""Training sessions: the Trainer, the controls it reads once per step, the history it writes, checkpoints,
+and jobs run elsewhere (torchrun) followed from a notebook."""
 
 from .controls import Change, Controls
+from .follower import JobFollower, launch
 from .history import History
 from .monitor import LoopMonitor
 from .trainer import NonFiniteLossError, Trainer
 
-__all__ = ["Change", "Controls", "History", "LoopMonitor", "NonFiniteLossError", "Trainer"]
+__all__ = ["Change", "Controls", "History", "JobFollower", "LoopMonitor", "NonFiniteLossError", "Trainer", "launch"]

@@ -1,0 +1,164 @@
+"""Under torchrun (2 ranks, gloo, CPU): the same training as one process, changes at the same step, clean failure.
+
+Each test launches real processes with `python -m torch.distributed.run`, as a user's
+`torchrun --nproc_per_node=2` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import mtlnb
+from mtlnb.training import launch
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = f"{REPO / 'examples' / 'readme_model.py'}:build"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def run(command: list[str], timeout: float = 180) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("weighting", mtlnb.weighting.list_weightings())
+def test_two_ranks_train_exactly_like_one_process_on_the_full_batches(tmp_path, weighting):
+    """For every strategy (the issue names fixed, uncertainty, pcgrad, mgda and cagrad; the others share the code)."""
+    common = ["-m", "mtlnb.train", "--model", MODEL, "--weighting", weighting, "--steps", "15", "--batch", "32"]
+    run([sys.executable, *common, "--save", str(tmp_path / "single.pt")])
+    run([*TORCHRUN, *common, "--save", str(tmp_path / "ranks.pt"), "--history", str(tmp_path / "h.jsonl")])
+    single, rank0, rank1 = (parameters(tmp_path / f) for f in ("single.pt", "ranks.pt", "ranks.rank1.pt"))
+    assert single.keys() == rank0.keys() == rank1.keys()
+    for name, value in single.items():
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+        assert torch.allclose(rank0[name], value, atol=1e-5, rtol=0), (
+            f"{name}: 2 ranks vs 1 process, max difference {(rank0[name] - value).abs().max():.3g}"
+        )
+    steps = [r for r in records(tmp_path / "h.jsonl") if r["type"] == "step"]
+    assert len(steps) == 15 and all(map(torch.isfinite, torch.tensor([r["total"] for r in steps])))
+
+
+UNEVEN = """
+import sys, torch
+sys.path.insert(0, {examples!r})
+from readme_model import build
+from mtlnb import Trainer, distributed
+
+distributed.init()
+rank = distributed.rank()
+model, data = build(seed=0)
+x, y = data.x, data.y
+def part(a, b):
+    return (x[a:b], [t[a:b] for t in y])
+# The full batches are [0:16] and [16:32]. Rank 0 takes 10 and 8 samples of them, rank 1 takes 6 and 8,
+# and rank 0 has a third batch that rank 1 lacks: the epoch ends for both when rank 1 runs out.
+mine = [part(0, 10), part(16, 24), part(32, 37)] if rank == 0 else [part(10, 16), part(24, 32)]
+trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), mine, weighting={weighting!r}, outputs=[])
+trainer.fit(epochs=2)
+torch.save(model.state_dict(), {out!r} + f".rank{{rank}}.pt")
+print("steps", trainer.step, "epochs", trainer.epoch)
+"""
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "pcgrad"])
+def test_uneven_batches_count_by_their_size_and_an_uneven_epoch_ends_on_every_rank(tmp_path, weighting):
+    script = tmp_path / "uneven.py"
+    out = str(tmp_path / "uneven")
+    script.write_text(UNEVEN.format(examples=str(REPO / "examples"), weighting=weighting, out=out))
+    run([*TORCHRUN, str(script)], timeout=120)
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from readme_model import build
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    model, data = build(seed=0)
+    full = [(data.x[a:b], [t[a:b] for t in data.y]) for a, b in ((0, 16), (16, 32))]
+    trainer = mtlnb.Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), full, weighting=weighting, outputs=[])
+    trainer.fit(epochs=2)
+    expected = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    rank0, rank1 = parameters(Path(out + ".rank0.pt")), parameters(Path(out + ".rank1.pt"))
+    for name, value in expected.items():
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.allclose(rank0[name], value, atol=1e-5, rtol=0), (name, (rank0[name] - value).abs().max())
+
+
+def test_a_change_through_the_control_file_lands_on_both_ranks_at_the_same_step(tmp_path):
+    job = launch(MODEL, nproc=2, steps=3000, directory=tmp_path, extra_args=["--step-delay", "0.005"])
+    try:
+        deadline = time.time() + 60
+        while job.step < 20 and time.time() < deadline:
+            time.sleep(0.05)
+        job.set_weight("Task2", 0.25)
+        job.mute("Task3")
+        while len(job.history.events) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        job.stop()
+        job.wait(60)
+    finally:
+        job.kill()
+    assert job.state == "stopped" and job.step < 3000
+    logs = [records(tmp_path / "history.jsonl"), records(tmp_path / "history.rank1.jsonl")]
+    changes = [[(r["step"], r["kind"], r["task"], r["value"]) for r in log if r["type"] == "event"] for log in logs]
+    assert changes[0] == changes[1], "the ranks applied the changes at different steps"
+    (weight_step, *_), (mute_step, *_) = changes[0][:2]
+    assert changes[0][:2] == [(weight_step, "weight", "Task2", 0.25), (mute_step, "mute", "Task3", 0.0)]
+    for log in logs:
+        steps = {r["step"] - 1: r["weights"] for r in log if r["type"] == "step"}  # a row's step index
+        assert steps[weight_step - 1]["Task2"] == 1.0 and steps[weight_step]["Task2"] == 0.25
+        assert steps[mute_step - 1]["Task3"] == 1.0 and steps[mute_step]["Task3"] == 0.0
+        assert log[-1]["type"] == "end" and log[-1]["state"] == "stopped"
+
+
+def test_killing_one_rank_ends_the_job_with_a_clear_error_not_a_hang(tmp_path):
+    job = launch(MODEL, nproc=2, steps=100_000, directory=tmp_path, extra_args=["--step-delay", "0.005"])
+    try:
+        deadline = time.time() + 60
+        while job.step < 10 and time.time() < deadline:
+            time.sleep(0.05)
+        rank1 = records(tmp_path / "history.rank1.jsonl")[0]
+        assert rank1["type"] == "start" and rank1["rank"] == 1
+        killed = time.monotonic()
+        os.kill(rank1["pid"], signal.SIGKILL)
+        with pytest.raises(mtlnb.MTLError) as failure:
+            job.wait(60)
+        took = time.monotonic() - killed
+    finally:
+        job.kill()
+    assert took < 60, f"the job took {took:.0f} s to end"
+    assert job.state == "failed" and job.process.returncode != 0
+    message = str(failure.value)
+    assert "rank      : 1" in message and "SIGKILL" in message, message
+    assert records(tmp_path / "history.jsonl")[-1]["type"] == "end"  # rank 0 recorded how far it got
+
+
+def test_the_job_follower_refuses_what_the_job_cannot_do(tmp_path):
+    job = launch(MODEL, nproc=1, steps=5, directory=tmp_path)
+    with pytest.raises(mtlnb.MTLError, match="unknown task 'Task9'"):
+        job.set_weight("Task9", 1.0)
+    with pytest.raises(mtlnb.MTLError, match="should be a finite number >= 0"):
+        job.set_weight("Task1", -1)
+    job.wait(60)
+    assert job.state == "done" and job.step == 5
+    with pytest.raises(mtlnb.MTLError, match="the job has ended"):
+        job.stop()
+    with pytest.raises(mtlnb.MTLError, match=r"exited .* before training started"):
+        launch("examples/no_such_file.py:build", nproc=1, steps=5, directory=tmp_path / "bad")
