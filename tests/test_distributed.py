@@ -162,3 +162,28 @@ def test_the_job_follower_refuses_what_the_job_cannot_do(tmp_path):
         job.stop()
     with pytest.raises(mtlnb.MTLError, match=r"exited .* before training started"):
         launch("examples/no_such_file.py:build", nproc=1, steps=5, directory=tmp_path / "bad")
+
+
+def test_a_dashboard_follows_a_job_and_its_slider_reaches_both_ranks(tmp_path):
+    pytest.importorskip("ipywidgets")
+    from mtlnb.widgets import Dashboard
+
+    from .test_widgets import front_end_click, front_end_update
+
+    job = launch(MODEL, nproc=2, steps=3000, directory=tmp_path, extra_args=["--step-delay", "0.005"])
+    try:
+        dashboard = Dashboard(job, interval=0.1)
+        deadline = time.time() + 60
+        while job.step < 10 and time.time() < deadline:
+            time.sleep(0.05)
+        front_end_update(dashboard.sliders["Task1"], value=0.5)
+        while not job.history.events and time.time() < deadline:
+            time.sleep(0.05)
+        front_end_click(dashboard.stop_button)
+        dashboard.wait(60)
+    finally:
+        job.kill()
+    assert job.history.events[0]["task"] == "Task1" and job.history.events[0]["value"] == 0.5
+    rank1 = [r for r in records(tmp_path / "history.rank1.jsonl") if r["type"] == "event"]
+    assert rank1[0]["step"] == job.history.events[0]["step"]
+    assert job.state == "stopped" and "stopped" in dashboard.status.value and dashboard.frames >= 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +65,7 @@ class JobFollower:
         self.state, self.step, self.epoch, self.lr = "starting", 0, 0, None
         self.error: MTLError | None = None
         self.blocking = False
+        self.command_line = ""
         self._offset = 0
         self._end_error: str | None = None
         self._early: list[dict[str, Any]] = []
@@ -290,4 +292,6 @@ def launch(
             [sys.executable, *launcher, *train], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     atexit.register(lambda: process.poll() is None and os.killpg(process.pid, signal.SIGTERM))
-    return JobFollower(history, control, process=process, output_path=output, model=graph_model, total_steps=steps)
+    job = JobFollower(history, control, process=process, output_path=output, model=graph_model, total_steps=steps)
+    job.command_line = shlex.join(["python", *launcher, *train])  # what to type in a terminal for the same job
+    return job

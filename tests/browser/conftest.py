@@ -57,7 +57,8 @@ class JupyterServer:
     def __init__(self, app: str, workdir: Path) -> None:
         self.app, self.token = app, secrets.token_hex(16)
         self.root, settings, workspaces, self.runtime = (workdir / d for d in ("root", "settings", "workspaces", "rt"))
-        shutil.copytree(REPO / "notebooks", self.root / "notebooks")
+        for folder in ("notebooks", "examples"):  # notebook 06 loads ../examples/readme_model.py
+            shutil.copytree(REPO / folder, self.root / folder, ignore=shutil.ignore_patterns("runs"))
         for name, values in SETTINGS.items():
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
             (settings / name).write_text(json.dumps(values))

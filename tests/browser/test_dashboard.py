@@ -199,6 +199,7 @@ def test_the_dashboard_renders_and_steers_in_notebook_7(page, notebook7):
         "02_uncertainty_weighting.ipynb",
         "04_weighting_strategies.ipynb",
         "05_from_torchmtl.ipynb",
+        "06_distributed.ipynb",
     ],
 )
 def test_every_other_notebook_runs_in_jupyterlab_without_an_error(page, lab, name):
