@@ -347,3 +347,29 @@ def test_auto_tasks_under_uncertainty_weighting_train_with_the_trainer():
     assert model.spec_weights()[2] != 1.0  # Task3's s moved
     last = trainer.history.last()
     assert last["weight/Task3"] == pytest.approx(0.5 * model.spec_weights()[2], rel=0.05)
+
+
+def test_a_control_file_steers_a_run_and_a_stop_loses_no_batch(tmp_path):
+    from mtlnb.distributed import ControlFile
+
+    path = tmp_path / "control.jsonl"
+    steered = make_trainer(control_file=path)
+    reference = make_trainer()
+    control = ControlFile(path)
+    control.send("weight", "Task2", 0.5)
+    steered.fit(steps=3)
+    reference.set_weight("Task2", 0.5)
+    reference.fit(steps=3)
+    assert steered.history.events[0] == {"step": 0, "kind": "weight", "task": "Task2", "value": 0.5}
+
+    control.send("stop")
+    steered.fit(steps=3)
+    assert steered.step == 3 and steered.state == "stopped"
+    control.send("weight", "Task9", 1.0)  # refused, reported, and training goes on
+    steered.fit(steps=2)
+    reference.fit(steps=2)
+    refused = steered.history.events[-1]
+    assert refused["kind"] == "refused" and "unknown task 'Task9'" in refused["message"]
+    # The batch fetched before the stop was trained first on resuming: the same parameters as a run never stopped.
+    for a, b in zip(steered.model.parameters(), reference.model.parameters()):
+        assert torch.equal(a, b)

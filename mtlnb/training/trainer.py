@@ -99,6 +99,7 @@ class Trainer:
             model.log_vars.get(n, w) for n, w in zip(self.task_names, model.spec_weights(), strict=True)
         ]
         self._all_have_batch, self._total_batch = True, 0
+        self._held_batch: Any = None
         from ..weighting.base import GradientWeighting
 
         self._strategy_averages = isinstance(model.weighting, GradientWeighting)
@@ -230,6 +231,7 @@ class Trainer:
                 batch = self._next_batch()
                 # Across ranks: the same changes at the same step, and an epoch ends for all at once.
                 if synced and self._at_synced_boundary_should_stop(batch):
+                    self._held_batch = batch  # fetched but not trained: the first batch of the next run
                     break
                 if batch is None or not self._all_have_batch:
                     self._end_epoch()
@@ -462,6 +464,9 @@ class Trainer:
     # ------------------------------------------------------------ data and epochs
 
     def _next_batch(self) -> Any:
+        if self._held_batch is not None:
+            batch, self._held_batch = self._held_batch, None
+            return batch
         if self._iterator is None:
             if self._batch_in_epoch == 0:
                 sampler = getattr(self.train_data, "sampler", None)
