@@ -40,7 +40,8 @@ class JobFollower:
     """Follow the JSON Lines history at `history_path`; steer through `control_path` (rank 0 reads it each step).
 
     Waits up to `timeout` seconds for the job's first record, which names its tasks.
-    `process`, if given, is the job's process: its end (or early death) ends the run here.
+    `process`, if given, is the job's process: its end (or early death) ends the run here; without
+    it, only the job's last record does (a job killed before writing it looks like a silent one).
     `model` is only drawn (the dashboard's task graph); the job has its own copy.
     """
 
@@ -70,7 +71,6 @@ class JobFollower:
         self._end_error: str | None = None
         self._early: list[dict[str, Any]] = []
         self._announced: set[int] = set()
-        self._lock = threading.Lock()
         start = self._wait_for_start(timeout)
         self.task_names: tuple[str, ...] = tuple(start["tasks"])
         self.lr = start.get("lr")
