@@ -178,9 +178,28 @@ def notebook7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServe
 def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
     # Tall: JupyterLab scrolls inside its own panel, so a full-page screenshot shows no more than the viewport.
     page = browser.new_page(viewport={"width": 1400, "height": 2200})
+    # What the page saw, for a failure's log: console errors and the kernel websockets' lives.
+    events: list[str] = []
+
+    def note(text: str) -> None:
+        events.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def follow(socket: object) -> None:
+        note(f"websocket open {socket.url.split('?')[0]}")
+        socket.on("close", lambda ws: note(f"websocket closed {ws.url.split('?')[0]}"))
+        socket.on("socketerror", lambda error: note(f"websocket error {error}"))
+
+    page.on(
+        "console",
+        lambda message: message.type in ("error", "warning") and note(f"console {message.type}: {message.text}"),
+    )
+    page.on("pageerror", lambda error: note(f"page error: {error}"))
+    page.on("websocket", follow)
     yield page
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         screenshot(page, f"FAILED-{request.node.name}")
+        (SCREENSHOTS / f"FAILED-{request.node.name}.log").write_text("\n".join(events) + "\n")
+        print("what the page saw:", *events[-40:], sep="\n  ")
     page.close()
 
 
