@@ -101,6 +101,30 @@ def test_uneven_batches_count_by_their_size_and_an_uneven_epoch_ends_on_every_ra
         assert torch.allclose(rank0[name], value, atol=1e-5, rtol=0), (name, (rank0[name] - value).abs().max())
 
 
+ENDS_CLEANLY = """
+import os, torch
+from mtlnb import distributed
+
+def gloo_threads():
+    return [t for t in os.listdir("/proc/self/task") if "gloo" in open(f"/proc/self/task/{t}/comm").read()]
+
+distributed.init()
+assert gloo_threads(), "expected gloo's threads while the group is up"
+torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)  # imports torch._dynamo, as every optimizer does
+torch.distributed.all_reduce(torch.ones(2))
+torch.distributed.destroy_process_group()
+assert not gloo_threads(), f"gloo threads outlive the process group: {gloo_threads()}"
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_a_rank_can_end_its_process_group_so_that_no_gloo_thread_outlives_python(tmp_path):
+    """A gloo thread still releasing a collective while Python shuts down aborted ~1 job in 6 (SIGABRT)."""
+    script = tmp_path / "ends.py"
+    script.write_text(ENDS_CLEANLY)
+    run([*TORCHRUN, str(script)], timeout=120)
+
+
 def test_a_change_through_the_control_file_lands_on_both_ranks_at_the_same_step(tmp_path):
     job = launch(MODEL, nproc=2, steps=3000, directory=tmp_path, extra_args=["--step-delay", "0.005"])
     try:
