@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,33 @@ class History:
         return steps, values
 
     def _fold(self) -> None:
-        """Move the oldest half of the exact rows into min/max buckets."""
+        """Move the oldest half of the exact rows into min/max buckets, as many buckets at once as fit."""
         half = len(self._rows) // 2
-        all_steps, all_values = self._recent()
-        rows, steps = all_values[:half], all_steps[:half]
-        for start in range(0, half, self._bucket):
+        table = np.array(self._rows[:half], dtype=np.float64)
+        steps, rows = table[:, 0].astype(np.int64), table[:, 1:]
+        start = 0
+        while start < half:
             if self._archived == len(self._low):
                 self._merge_archive()
-            chunk = rows[start : start + self._bucket]
-            self._low[self._archived] = np.nanmin(chunk, axis=0) if not np.isnan(chunk).all() else math.nan
-            self._high[self._archived] = np.nanmax(chunk, axis=0) if not np.isnan(chunk).all() else math.nan
-            self._spans[self._archived] = steps[start], steps[min(start + self._bucket, half) - 1]
-            self._archived += 1
+            bucket = self._bucket
+            whole = min(len(self._low) - self._archived, (half - start) // bucket)
+            if whole:  # whole buckets side by side, each reduced in one call
+                end = start + whole * bucket
+                blocks = rows[start:end].reshape(whole, bucket, -1)
+                firsts = np.arange(start, end, bucket)
+                found = _min_max(blocks, axis=1)
+                count, lasts = whole, firsts + bucket - 1
+            else:  # the rest, shorter than a bucket, becomes one
+                end = half
+                found = tuple(m[None] for m in _min_max(rows[start:end], axis=0))
+                count, firsts, lasts = 1, np.array([start]), np.array([end - 1])
+            span = slice(self._archived, self._archived + count)
+            self._low[span], self._high[span] = found
+            self._spans[span, 0], self._spans[span, 1] = steps[firsts], steps[lasts]
+            self._archived += count
+            start = end
         del self._rows[:half]
+        self._cache = None  # it held the rows just folded
 
     def _merge_archive(self) -> None:
         """Halve the archive by merging neighbouring buckets; new buckets are twice as long."""
@@ -203,3 +218,10 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def _min_max(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring minimum and maximum along `axis`; a slice of NaNs only (a muted task) stays NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmin(values, axis=axis), np.nanmax(values, axis=axis)
