@@ -8,6 +8,7 @@ import math
 import pickle
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -196,6 +197,20 @@ def test_history_memory_stays_bounded_and_keeps_extremes():
     steps, values = history.series("loss/task3")
     assert values.max() == 1e3 and steps[-1] == 999_999
     assert len(steps) < 20_000
+
+
+def test_a_plot_read_right_after_old_steps_are_folded_shows_each_step_once():
+    history = History(["a"], recent=64, archive=8)
+    for step in range(1000):
+        history.log(step, float(step), 0.1, 0.001, [float(step)], [1.0])
+        steps, values = history.series("loss/a")  # as the render thread reads it, at every step
+        middles = steps[: 2 * history._archived : 2]
+        recent = steps[2 * history._archived :]
+        assert (np.diff(recent) == 1).all() and recent[-1] == step, f"step {step}: recent rows repeated or missing"
+        assert (np.diff(middles) > 0).all() and (middles < recent[0]).all(), f"step {step}: buckets overlap"
+    # Each bucket keeps its extremes: the lowest and highest step it covers.
+    low, high = values[: 2 * history._archived : 2], values[1 : 2 * history._archived : 2]
+    assert (high - low >= 0).all() and low[0] == 0.0
 
 
 def test_history_exports_plain_data_and_json_lines(tmp_path):
