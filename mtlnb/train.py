@@ -112,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.save(model.state_dict(), rank_path(args.save, rank))
     if rank == 0:
         print(f"mtlnb.train: {trainer.state} after {trainer.step} steps on {world} rank(s)")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    return 0
+    return 0  # distributed.init() ends the process group at exit
 
 
 class _Delay:

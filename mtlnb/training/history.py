@@ -73,16 +73,14 @@ class History:
         rows = self._rows[:]  # a snapshot: the training thread may append meanwhile
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
-        table = np.array(rows, dtype=np.float64)
-        steps, values = table[:, 0].astype(np.int64), table[:, 1:]
+        steps, values = _as_arrays(rows)
         self._cache = (self.steps_logged, steps, values)
         return steps, values
 
     def _fold(self) -> None:
         """Move the oldest half of the exact rows into min/max buckets, as many buckets at once as fit."""
         half = len(self._rows) // 2
-        table = np.array(self._rows[:half], dtype=np.float64)
-        steps, rows = table[:, 0].astype(np.int64), table[:, 1:]
+        steps, rows = _as_arrays(self._rows[:half])
         start = 0
         while start < half:
             if self._archived == len(self._low):
@@ -218,6 +216,12 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def _as_arrays(rows: list[tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (step, *values) as an array of steps and a 2-D array of values."""
+    table = np.array(rows, dtype=np.float64)
+    return table[:, 0].astype(np.int64), table[:, 1:]
 
 
 def _min_max(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
