@@ -213,6 +213,42 @@ def test_a_plot_read_right_after_old_steps_are_folded_shows_each_step_once():
     assert (high - low >= 0).all() and low[0] == 0.0
 
 
+def test_a_frame_drawn_while_training_logs_and_folds_reads_one_consistent_moment():
+    # The dashboard's render thread reads the history while the training thread writes it.
+    # It died here once: two columns read a step apart (shapes (200,) and (250,)).
+    import threading
+
+    from mtlnb.drawing.training_plots import TrainingFigure
+
+    history = History(["a", "b", "c"], recent=256, archive=16)  # folds and merges often
+    figure = TrainingFigure(["a", "b", "c"])
+    written = threading.Event()
+
+    def train() -> None:
+        for step in range(15_000):
+            history.log(step, 3.0 * step, 0.1, 0.001, [float(step)] * 3, [1.0] * 3)
+            if step % 64 == 0:
+                time.sleep(0)  # let the reader in mid-run, as a real step's kernels do
+        written.set()
+
+    writer = threading.Thread(target=train)
+    writer.start()
+    frames = 0
+    while not written.is_set() or frames == 0:
+        figure.update(history)
+        view = history.view()
+        archived = len(view.spans)
+        steps, values = view.series("loss/b")
+        assert len(steps) == len(values) == 2 * archived + len(view.steps) == len(view.series("weight/c")[0])
+        middles, recent = steps[: 2 * archived : 2], steps[2 * archived :]
+        assert (np.diff(recent) == 1).all(), "recent steps repeated or missing"
+        assert (np.diff(middles) > 0).all() and (not len(recent) or (middles < recent[0]).all()), "buckets overlap"
+        assert (values[2 * archived :] == recent).all(), "a row's values belong to its step"
+        frames += 1
+    writer.join()
+    assert history.view().steps[-1] == 14_999
+
+
 def test_history_exports_plain_data_and_json_lines(tmp_path):
     trainer = make_trainer()
     trainer.fit(steps=3)

@@ -91,16 +91,17 @@ class TrainingFigure:
 
     def update(self, history: Any) -> None:
         """Put the history's current data into the lines (no drawing yet)."""
+        view = history.view()  # one moment for every line: training may log steps meanwhile
         prefix = "weighted/" if self.weighted else "loss/"
         for name, line in self.loss_lines.items():
-            steps, values = history.series(prefix + name)
+            steps, values = view.series(prefix + name)
             line.set_data(*_decimate(steps, _smooth(values, self.smoothing), self.max_points))
-        self.total_line.set_data(*_decimate(*_weighted_sum(history, self.task_names), self.max_points))
+        self.total_line.set_data(*_decimate(*_weighted_sum(view, self.task_names), self.max_points))
         for name, line in self.val_lines.items():
             points = [(e["step"], e["validation"][name]) for e in history.epochs if e.get("validation")]
             line.set_data([p[0] for p in points], [p[1] for p in points])
         for name, line in self.weight_lines.items():
-            line.set_data(*_decimate(*history.series(f"weight/{name}"), self.max_points))
+            line.set_data(*_decimate(*view.series(f"weight/{name}"), self.max_points))
         changes = [e for e in history.events if e["kind"] in ("weight", "mute", "unmute", "lr", "option")]
         if len(changes) != self._marked_events:  # new markers are part of the background: redraw it
             for marker in self._markers:
@@ -204,11 +205,11 @@ class TrainingFigure:
             self._limits[key] = (x0, x1, y0, y1)
 
 
-def _weighted_sum(history: Any, task_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    steps, total = history.series(f"weighted/{task_names[0]}")
+def _weighted_sum(view: Any, task_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    steps, total = view.series(f"weighted/{task_names[0]}")
     total = total.copy()
     for name in task_names[1:]:
-        total += history.series(f"weighted/{name}")[1]
+        total += view.series(f"weighted/{name}")[1]
     return steps, total
 
 

@@ -3,8 +3,18 @@ and jobs run elsewhere (torchrun) followed from a notebook."""
 
 from .controls import Change, Controls
 from .follower import JobFollower, launch
-from .history import History
+from .history import History, HistoryView
 from .monitor import LoopMonitor
 from .trainer import NonFiniteLossError, Trainer
 
-__all__ = ["Change", "Controls", "History", "JobFollower", "LoopMonitor", "NonFiniteLossError", "Trainer", "launch"]
+__all__ = [
+    "Change",
+    "Controls",
+    "History",
+    "HistoryView",
+    "JobFollower",
+    "LoopMonitor",
+    "NonFiniteLossError",
+    "Trainer",
+    "launch",
+]

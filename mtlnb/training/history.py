@@ -3,6 +3,9 @@
 Recent steps are kept exactly; older ones are folded into buckets that keep each
 series' minimum and maximum (so a plot of a million steps still shows every spike),
 the buckets doubling in size as they fill. 10⁶ steps of 6 tasks take about 4 MB.
+
+The training thread writes while a render thread reads: a reader takes a
+`HistoryView`, one moment of the history in which every column has the same steps.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +38,12 @@ class History:
         # training step than writing a numpy row); arrays are built when folding or reading.
         self._capacity = max(recent, 2)
         self._rows: list[tuple[float, ...]] = []
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        # Appends are atomic; a fold (archive written, then rows dropped) is not, so a fold and a
+        # reader's copy take this lock. It is never taken on a step that does not fold.
+        self._fold_lock = threading.Lock()
+        self._folds = 0
+        self._archive_copy: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._view: HistoryView | None = None
         self._low = np.full((max(archive, 2), width), math.nan)
         self._high = np.full((max(archive, 2), width), math.nan)
         self._spans = np.zeros((max(archive, 2), 2), dtype=np.int64)  # first and last step of each bucket
@@ -66,19 +75,12 @@ class History:
     def log_epoch(self, epoch: int, step: int, validation: dict[str, float] | None) -> None:
         self.epochs.append({"epoch": epoch, "step": step, "validation": validation})
 
-    def _recent(self) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of the exact rows as arrays, built once per new step (a plot reads many columns)."""
-        if self._cache is not None and self._cache[0] == self.steps_logged:
-            return self._cache[1], self._cache[2]
-        rows = self._rows[:]  # a snapshot: the training thread may append meanwhile
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
-        steps, values = _as_arrays(rows)
-        self._cache = (self.steps_logged, steps, values)
-        return steps, values
-
     def _fold(self) -> None:
         """Move the oldest half of the exact rows into min/max buckets, as many buckets at once as fit."""
+        with self._fold_lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
         half = len(self._rows) // 2
         steps, rows = _as_arrays(self._rows[:half])
         start = 0
@@ -103,7 +105,7 @@ class History:
             self._archived += count
             start = end
         del self._rows[:half]
-        self._cache = None  # it held the rows just folded
+        self._folds += 1
 
     def _merge_archive(self) -> None:
         """Halve the archive by merging neighbouring buckets; new buckets are twice as long."""
@@ -129,40 +131,51 @@ class History:
 
     def last(self) -> dict[str, float]:
         """The most recent step's values by column, with its `step`; empty before the first step."""
-        if not self._rows:
+        rows = self._rows  # read once: a checkpoint being loaded replaces the list
+        if not rows:
             return {}
-        step, *values = self._rows[-1]
+        step, *values = rows[-1]
         return {"step": int(step), **dict(zip(self.columns, values, strict=True))}
+
+    def view(self) -> HistoryView:
+        """The history as of now, unchanged by later steps: read every column of one frame from one view."""
+        view = self._view  # read once: another reader may replace it meanwhile
+        logged = self.steps_logged  # before the rows are copied, so the rows are at least this new
+        if view is not None and view.steps_logged == logged:
+            return view
+        with self._fold_lock:
+            rows = self._rows[:]
+            if self._archive_copy is None or self._archive_copy[0] != self._folds:  # copied once a fold
+                a = self._archived
+                self._archive_copy = (self._folds, self._low[:a].copy(), self._high[:a].copy(), self._spans[:a].copy())
+            _, low, high, spans = self._archive_copy
+        if rows:
+            steps, values = _as_arrays(rows)
+        else:
+            steps, values = np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
+        self._view = view = HistoryView(self.columns, logged, low, high, spans, steps, values)
+        return view
 
     def series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one column for plotting: every bucket of old steps as its minimum and maximum."""
-        j = self.columns.index(column)
-        a = self._archived
-        middle = self._spans[:a].mean(axis=1)
-        old_steps = np.repeat(middle, 2)
-        old_values = np.stack([self._low[:a, j], self._high[:a, j]], axis=1).reshape(-1)
-        recent_steps, recent_values = self._recent()
-        steps = np.concatenate([old_steps, recent_steps])
-        values = np.concatenate([old_values, recent_values[:, j]])
-        return steps, values
+        return self.view().series(column)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data: exact recent steps, min/max buckets for older ones, events and epochs."""
-        a = self._archived
-        recent_steps, recent_values = self._recent()
+        view = self.view()
         return {
             "task_names": list(self.task_names),
             "columns": list(self.columns),
-            "steps_logged": self.steps_logged,
+            "steps_logged": view.steps_logged,
             "recent": {
-                "step": recent_steps.tolist(),
-                **{c: recent_values[:, j].tolist() for j, c in enumerate(self.columns)},
+                "step": view.steps.tolist(),
+                **{c: view.values[:, j].tolist() for j, c in enumerate(self.columns)},
             },
             "decimated": {
-                "first_step": self._spans[:a, 0].tolist(),
-                "last_step": self._spans[:a, 1].tolist(),
-                "min": {c: self._low[:a, j].tolist() for j, c in enumerate(self.columns)},
-                "max": {c: self._high[:a, j].tolist() for j, c in enumerate(self.columns)},
+                "first_step": view.spans[:, 0].tolist(),
+                "last_step": view.spans[:, 1].tolist(),
+                "min": {c: view.low[:, j].tolist() for j, c in enumerate(self.columns)},
+                "max": {c: view.high[:, j].tolist() for j, c in enumerate(self.columns)},
             },
             "events": list(self.events),
             "epochs": list(self.epochs),
@@ -198,18 +211,46 @@ class History:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._rows = [tuple(row) for row in state["rows"].tolist()]
-        self._low, self._high, self._spans = (
-            state["low"].numpy().copy(),
-            state["high"].numpy().copy(),
-            state["spans"].numpy().copy(),
-        )
-        self._archived, self._bucket = state["archived"], state["bucket"]
-        self.steps_logged, self.events, self.epochs = (
-            state["steps_logged"],
-            list(state["events"]),
-            list(state["epochs"]),
-        )
+        with self._fold_lock:
+            self._rows = [tuple(row) for row in state["rows"].tolist()]
+            self._low, self._high, self._spans = (
+                state["low"].numpy().copy(),
+                state["high"].numpy().copy(),
+                state["spans"].numpy().copy(),
+            )
+            self._archived, self._bucket = state["archived"], state["bucket"]
+            self.steps_logged, self.events, self.epochs = (
+                state["steps_logged"],
+                list(state["events"]),
+                list(state["epochs"]),
+            )
+            self._folds += 1
+            self._view = None
+
+
+class HistoryView:
+    """One moment of a `History`: exact recent steps and min/max buckets of older ones, all columns alike."""
+
+    def __init__(
+        self,
+        columns: tuple[str, ...],
+        steps_logged: int,
+        low: np.ndarray,
+        high: np.ndarray,
+        spans: np.ndarray,
+        steps: np.ndarray,
+        values: np.ndarray,
+    ) -> None:
+        self.columns, self.steps_logged = columns, steps_logged
+        self.low, self.high, self.spans = low, high, spans  # one row per bucket of old steps
+        self.steps, self.values = steps, values  # one row per recent step
+
+    def series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one column: each bucket of old steps as its minimum and maximum, then the exact steps."""
+        j = self.columns.index(column)
+        old_steps = np.repeat(self.spans.mean(axis=1), 2)
+        old_values = np.stack([self.low[:, j], self.high[:, j]], axis=1).reshape(-1)
+        return np.concatenate([old_steps, self.steps]), np.concatenate([old_values, self.values[:, j]])
 
 
 def _jsonable(value: Any) -> Any:
