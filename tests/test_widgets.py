@@ -114,6 +114,32 @@ def test_the_end_of_a_run_leaves_a_static_picture_and_a_summary():
     assert "done at step 10" in summary.data and "Task1: loss" in summary.data
 
 
+def test_a_frame_that_fails_to_draw_is_reported_once_and_the_next_frame_draws(capsys):
+    dash = dashboard(8192)
+    dash.interval = 0.05
+    draw, failures = dash.figure.update, []
+
+    def fails_twice(history):
+        if len(failures) < 2:
+            failures.append(len(history))
+            raise ValueError("a frame that cannot be drawn")
+        draw(history)
+
+    dash.figure.update = fails_twice
+    reports: list[str] = []
+    dash.problem.observe(lambda change: reports.append(change["new"]), names="value")
+    before = dash.frames
+    dash.start(steps=400)
+    dash.wait(timeout=20)
+    assert len(failures) == 2, "the render thread went on after its first failed frame"
+    assert "the plot failed to draw: ValueError" in reports[0]
+    assert dash.frames > before and dash.problem.value == "", "a frame drew afterwards and the report went away"
+    assert capsys.readouterr().err.count("ValueError: a frame that cannot be drawn") == 1, (
+        "one traceback, not one a frame"
+    )
+    assert dash.trainer.state == "done" and dash.trainer.step == 400
+
+
 def test_the_figures_can_be_written_from_a_script(tmp_path):
     dash = dashboard()
     dash.trainer.fit(steps=5)

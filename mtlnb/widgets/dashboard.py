@@ -17,8 +17,10 @@ GIL, and a small model's step is mostly Python, so every frame delays training
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from ..drawing.training_plots import TrainingFigure
@@ -53,6 +55,7 @@ class Dashboard:
         self._display_parent: Any = None
         self._summary_handle: Any = None
         self._last_weights: dict[str, float] = {}
+        self.frame_error: BaseException | None = None  # the last frame that failed to draw, if any
 
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
         has_graph = graph and getattr(run, "model", None) is not None
@@ -91,6 +94,7 @@ class Dashboard:
         self.progress_text = w.Label()
         self.status = w.HTML()
         self.notice = w.HTML()
+        self.problem = w.HTML()  # a frame that failed to draw
         self.scale = w.ToggleButtons(options=["log", "linear"], value="log", style={"button_width": "60px"})
         self.kind = w.ToggleButtons(options=["raw", "weighted"], value="raw", style={"button_width": "75px"})
         self.smoothing = w.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="smoothing")
@@ -118,6 +122,7 @@ class Dashboard:
                 w.HBox([self.progress, self.progress_text]),
                 self.status,
                 self.notice,
+                self.problem,
             ]
         )
         plot_options = w.HBox([self.scale, self.kind, self.smoothing])
@@ -194,13 +199,13 @@ class Dashboard:
                 if self._dirty.is_set():
                     self._dirty.clear()
                     began = time.perf_counter()
-                    self._render_once()
+                    self._render_or_report()
                     # Throttled to the cost of drawing (a running average, so one full redraw does
                     # not stall the view): at most 1/20 of the time in frames, at least one every 2 s.
                     cost = 0.7 * cost + 0.3 * (time.perf_counter() - began) if cost else time.perf_counter() - began
                     wait = min(max(self.interval, 19 * cost), max(self.interval, 2.0))
                 if ended:
-                    self._render_once()
+                    self._render_or_report()
                     # As from the cell that last showed the dashboard (where the picture goes): a thread's
                     # own parent is whatever message the kernel handled last, a Stop click for instance.
                     _pin_output_to(self._display_parent or parent)
@@ -213,6 +218,24 @@ class Dashboard:
     def _render_once(self) -> None:
         with self._drawing:
             self._draw_frame()
+
+    def _render_or_report(self) -> None:
+        """A frame from the render thread: a failed one is reported once, and the next frame tries again.
+
+        Training goes on either way; a thread that died here would freeze the view without a word.
+        """
+        try:
+            self._render_once()
+        except Exception as error:
+            first = self.frame_error is None or type(error) is not type(self.frame_error)
+            self.frame_error = error
+            self.problem.value = f"<span style='color:#b00'>the plot failed to draw: {_escape(repr(error))}</span>"
+            if first:  # the whole traceback once, in the cell that started training
+                traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        else:
+            if self.frame_error is not None:
+                self.frame_error = None
+                self.problem.value = ""
 
     def _draw_frame(self) -> None:
         history = self.run.history
