@@ -210,7 +210,7 @@ def test_a_loop_that_blocks_its_cell_still_gets_live_plots_and_a_read_only_notic
 
     root = str(pathlib.Path(__file__).resolve().parents[1])
     msg_id = kernel.execute(OWN_LOOP.format(root=root))
-    image_id, frames, notices, began = None, [], [], None
+    image_id, frames, notices, began, stderr = None, [], [], None, []
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -220,7 +220,9 @@ def test_a_loop_that_blocks_its_cell_still_gets_live_plots_and_a_read_only_notic
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream" and content["text"].startswith("image"):
+        if kind == "stream" and content["name"] == "stderr":  # a failed frame's traceback, if any
+            stderr.append(content["text"])
+        elif kind == "stream" and content["text"].startswith("image"):
             image_id, began = content["text"].split()[1], time.time()
         elif kind == "error":
             raise AssertionError("\n".join(content["traceback"]))
@@ -234,5 +236,6 @@ def test_a_loop_that_blocks_its_cell_still_gets_live_plots_and_a_read_only_notic
             break
     # Frames arrived while the loop (5 s) still held the cell, not only at its end (the render
     # thread draws at least every 2 s, more often when frames are cheap).
-    assert len([t for t in frames if t < 4.8]) >= 2, frames
+    assert len([t for t in frames if t < 4.8]) >= 2, (frames, "".join(stderr))
+    assert not stderr, "a frame failed to draw while the loop logged steps:\n" + "".join(stderr)
     assert notices, "the dashboard never said that a blocking loop cannot be steered"
