@@ -220,6 +220,41 @@ def test_gradnorm_weight_gradient_is_that_of_the_papers_objective():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_gradnorm_later_steps_pull_each_weight_toward_its_relative_loss_ratio():
+    model = HardSharing()
+    strategy = weighting.get("gradnorm", tasks=3, alpha=1.5)
+    last = list(model.trunk[0].parameters())
+    first_losses = [loss.item() for loss in model.losses(*batch(seed=0))]
+    strategy.backward(model.losses(*batch(seed=0)), shared_parameters=last)  # the losses Lᵢ(0)
+    x, ys = batch(seed=1)
+    losses = model.losses(x, ys)
+    norms = torch.stack(
+        [torch.sqrt(sum(g.pow(2).sum() for g in torch.autograd.grad(loss, last, retain_graph=True))) for loss in losses]
+    ).detach()
+    ratios = torch.tensor([loss.item() / first for loss, first in zip(losses, first_losses, strict=True)])
+    relative = ratios / ratios.mean()
+
+    def paper_gradient(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """∂/∂w of Σ |wᵢ‖∇_W Lᵢ‖ − mean_j(wⱼ‖∇_W Lⱼ‖) · rᵢ^α|, the target held constant."""
+        w = w.clone().requires_grad_(True)
+        weighted = w * norms
+        target = (weighted.mean() * r**1.5).detach()
+        return torch.autograd.grad((weighted - target).abs().sum(), w)[0]
+
+    # Weights that put each weighted norm 3% above or below its target, so that only the paper's
+    # ratios (relative to their mean) give these signs: raw ratios shift every target alike.
+    w = relative**1.5 / norms * torch.tensor([1.03, 0.97, 1.03])
+    w = w * 3 / w.sum()  # as the strategy renormalises them
+    expected = paper_gradient(w, relative)
+    assert not torch.equal(expected.sign(), paper_gradient(w, ratios).sign()), "a case that tells the ratios apart"
+    with torch.no_grad():  # as an optimizer step would have moved them
+        strategy.loss_scales.copy_(w)
+    strategy.loss_scales.grad = None
+    strategy.backward(model.losses(x, ys), shared_parameters=last)
+    torch.testing.assert_close(strategy.loss_scales.grad, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(strategy.weights, w, rtol=1e-6, atol=0)  # the weights it reports
+
+
 def test_gradnorm_renormalises_its_weights_to_sum_to_the_task_count():
     _, strategy = train("gradnorm", steps=5)
     strategy.backward(HardSharing().losses(*batch()))
