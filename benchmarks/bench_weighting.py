@@ -91,8 +91,25 @@ def torchjd_step(name: str) -> Callable[[], None]:
     return step
 
 
+def gradnorm_floor_step() -> Callable[[], None]:
+    """A `fixed` step plus the least GradNorm's definition adds: the per-task gradients of the last
+    shared layer's weight (δᵢᵀh, 256×batch by batch×256), one per task beyond the one backward makes."""
+    step = mtlnb_step("fixed")
+    g = torch.Generator().manual_seed(0)
+    deltas = torch.randn(TASKS - 1, BATCH, 256, generator=g)
+    features = torch.randn(BATCH, 256, generator=g)
+
+    def floor() -> None:
+        step()
+        for delta in deltas:
+            torch.mm(delta.T, features)
+
+    return floor
+
+
 def contenders(have_torchjd: bool) -> dict[str, Callable[[], Callable[[], None]]]:
     found = {f"mtlnb {name}": (lambda n=name: mtlnb_step(n)) for name in weighting.list_weightings()}
+    found["gradnorm floor"] = gradnorm_floor_step
     if have_torchjd:
         found.update({f"torchjd {name}": (lambda n=name: torchjd_step(n)) for name in TORCHJD})
     return found
@@ -137,7 +154,7 @@ def main() -> None:
             step()
     medians = interleaved_medians(steps, steps=3, repeats=args.rounds)
     base = medians["mtlnb fixed"]
-    memory = {} if args.skip_memory else {label: peak_memory_mb(label) for label in steps}
+    memory = {} if args.skip_memory else {label: peak_memory_mb(label) for label in steps if "floor" not in label}
     rows = []
     for name in weighting.list_weightings():
         row = [name, f"{medians[f'mtlnb {name}'] * 1e3:.2f}", f"{medians[f'mtlnb {name}'] / base:.2f}x"]
@@ -153,6 +170,10 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, {args.rounds} interleaved rounds of 3 steps, median\n"
     )
     print(markdown_table(header, rows))
+    print(
+        f"\ngradnorm floor: {medians['gradnorm floor'] / base:.2f}x, a fixed step plus the {TASKS - 1} per-task "
+        "gradient products on the 256x256 layer that GradNorm's norms need beyond what backward computes"
+    )
     if args.json:
         args.json.write_text(json.dumps({"medians": medians, "memory": memory}, indent=1))
 

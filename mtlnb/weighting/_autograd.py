@@ -78,3 +78,34 @@ def per_task_gradients(
     # Under torchrun: each task's gradient averaged across ranks before any strategy combines them.
     distributed.average_(list(rows.values()))
     return shared, rows
+
+
+def task_gradient_norms(
+    losses: list[torch.Tensor], shared_parameters: Iterable[torch.Tensor] | None, retain_graph: bool = False
+) -> list[float]:
+    """‖∇_W Lᵢ‖ for each loss, W the shared parameters (found as in `per_task_gradients` if None).
+
+    With W given, neither a walk of the graph nor a (tasks × W) copy: each task's
+    gradients are used as autograd returns them (together a third of GradNorm's step).
+    Under torchrun, of the gradients averaged across ranks.
+    """
+    if shared_parameters is None:
+        shared, rows = per_task_gradients(losses, None, only_shared=True, retain_graph=retain_graph)
+        per_task = [[rows[p][i] for p in shared] for i in range(len(losses))]
+    else:
+        shared = [p for p in shared_parameters if p.requires_grad]
+        if not shared:
+            raise MTLError("shared_parameters holds no parameter that requires grad")
+        if not any(loss.requires_grad for loss in losses):
+            raise MTLError("none of the losses depends on a parameter that requires grad; nothing to train")
+        per_task = []
+        for i, loss in enumerate(losses):
+            keep = retain_graph or i < len(losses) - 1
+            grads = (
+                torch.autograd.grad(loss, shared, retain_graph=keep, allow_unused=True)
+                if loss.requires_grad
+                else [None] * len(shared)
+            )
+            per_task.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared, strict=True)])
+        distributed.average_([g for grads in per_task for g in grads])
+    return torch.stack([torch.nn.utils.get_total_norm(grads) for grads in per_task]).tolist()
