@@ -296,9 +296,19 @@ class MTLModel(nn.Module):
         return LossResult(self.backward_losses(per_task), per_task)
 
     def use_weighting(self, weighting: str | Weighting) -> Weighting:
-        """Set the weighting strategy after construction (as `weighting=` would have); returns it."""
+        """Set the weighting strategy after construction (as `weighting=` would have); returns it.
+
+        Asking again for the strategy the model has (a notebook cell run twice) returns it as it is.
+        """
         if self.weighting is not None:
-            raise MTLError(f"this model already uses weighting {self.weighting.name!r}")
+            if weighting is self.weighting or weighting == self.weighting.name:
+                return self.weighting
+            asked = weighting if isinstance(weighting, str) else getattr(weighting, "name", type(weighting).__name__)
+            raise MTLError(
+                f"this model already uses weighting {self.weighting.name!r}, so it cannot take {asked!r}: its learned "
+                f"state and the optimizer's belong to the first. Build a new MTLModel for {asked!r}, or leave out "
+                f"weighting= to go on with {self.weighting.name!r}"
+            )
         if len(self.log_vars):
             raise SpecError(
                 [

@@ -389,6 +389,27 @@ def test_a_loop_of_your_own_gets_history_and_controls():
     assert monitor.history.events[0] == {"step": 3, "kind": "mute", "task": "Task2", "value": 0.0}
 
 
+def test_a_trainer_cell_run_twice_on_one_model_goes_on_with_its_strategy():
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    first = Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-2), batches(), weighting="uncertainty", outputs=[])
+    first.fit(steps=2)
+    strategy = model.weighting
+    # The cell again: a new optimizer over model.parameters(), which now hold the strategy's own.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    again = Trainer(model, optimizer, batches(), weighting="uncertainty", outputs=[])
+    assert model.weighting is strategy
+    owned = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len(owned) == len({id(p) for p in owned}), "no parameter twice in the optimizer"
+    before = [p.detach().clone() for p in strategy.parameters()]
+    again.fit(steps=2)
+    assert all(not torch.equal(b, p) for b, p in zip(before, strategy.parameters(), strict=True)), "still learned"
+    with pytest.raises(
+        MTLError, match=r"already uses weighting 'uncertainty', so it cannot take 'pcgrad'.*new MTLModel"
+    ):
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-2), batches(), weighting="pcgrad", outputs=[])
+
+
 def test_auto_tasks_under_uncertainty_weighting_train_with_the_trainer():
     torch.manual_seed(0)
     model = MTLModel(readme_tasks(), README_OUTPUTS, weighting="uncertainty")

@@ -69,7 +69,9 @@ class Trainer:
         self.model, self.optimizer, self.train_data, self.val_data = model, optimizer, train_data, val_data
         if weighting is not None:
             strategy = model.use_weighting(weighting)
-            learned = [p for p in strategy.parameters() if p.requires_grad]
+            # Unless the optimizer has them already: built from model.parameters() once the model had the strategy.
+            known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            learned = [p for p in strategy.parameters() if p.requires_grad and id(p) not in known]
             if learned:
                 optimizer.add_param_group({"params": learned})
         self.task_names: tuple[str, ...] = tuple(model.loss_tasks)
