@@ -389,6 +389,43 @@ def test_a_loop_of_your_own_gets_history_and_controls():
     assert monitor.history.events[0] == {"step": 3, "kind": "mute", "task": "Task2", "value": 0.0}
 
 
+def test_a_loop_cell_run_again_with_the_same_monitor_is_a_new_run():
+    monitor = mtlnb.LoopMonitor(["a", "b"])
+    seen = []
+    monitor.outputs.append(type("Recorder", (), {"send": lambda self, update: seen.append(update.kind)})())
+
+    def loop(steps: int) -> int:
+        done = 0
+        for _ in range(steps):
+            if not monitor.log({"a": 1.0, "b": torch.tensor(2.0)}):
+                break
+            done += 1
+        monitor.finish()
+        return done
+
+    assert loop(3) == 3 and monitor.state == "done"
+    monitor.stop()  # clicked after the loop had ended
+    assert loop(3) == 3, "a Stop of the last run does not end the next one"
+    assert monitor.state == "done" and monitor.step == 6
+    assert seen.count("start") == 2 and seen.count("end") == 2, "each run tells the dashboard it began and ended"
+
+
+@pytest.mark.parametrize(
+    "losses, message",
+    [
+        ({"a": 1.0}, r"log: no loss for tasks \['b'\]; got keys \['a'\], expected \['a', 'b'\]"),
+        ([1.0, 2.0, 3.0], r"log: expected 2 losses \(tasks \['a', 'b'\]\), got 3"),
+        ([torch.ones(4), 1.0], r"the loss of task 'a' should be one number; got a tensor of shape \(4,\).*\.mean\(\)"),
+        ([1.0, "high"], r"the loss of task 'b' should be a number; got 'high'"),
+    ],
+)
+def test_a_loop_that_logs_what_is_not_one_loss_a_task_gets_a_clear_error(losses, message):
+    monitor = mtlnb.LoopMonitor(["a", "b"])
+    with pytest.raises(MTLError, match=message):
+        monitor.log(losses)
+    assert monitor.step == 0 and len(monitor.history) == 0
+
+
 def test_a_trainer_cell_run_twice_on_one_model_goes_on_with_its_strategy():
     torch.manual_seed(0)
     model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)

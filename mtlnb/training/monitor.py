@@ -108,11 +108,10 @@ class LoopMonitor:
 
     def log(self, losses: Sequence[Any] | Mapping[str, Any], total: float | None = None) -> bool:
         """Record this step's raw task losses; apply pending changes for the next step. False once stop was asked."""
-        items = [losses[n] for n in self.task_names] if isinstance(losses, Mapping) else list(losses)
-        values = [float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for v in items]
-        if len(values) != len(self.task_names):
-            raise MTLError(f"expected {len(self.task_names)} losses (tasks {list(self.task_names)}), got {len(values)}")
-        if self.state == "idle":
+        values = self._values(losses)
+        if self.state != "running" and self.state != "paused":  # the first step of a run (a cell run again, too)
+            if self.state != "idle":
+                self.controls.reset()  # a Stop of the last run does not end this one
             self.state = "running"
             self.blocking = threading.current_thread() is threading.main_thread()
             self._send(Update("start", self.step, {"state": self.state}, self.total_steps))
@@ -139,6 +138,34 @@ class LoopMonitor:
             self.finish("stopped")
             return False
         return True
+
+    def _values(self, losses: Sequence[Any] | Mapping[str, Any]) -> list[float]:
+        """The raw losses as floats in task order; a clear error for what is not one scalar a task."""
+        if isinstance(losses, Mapping):
+            missing = [n for n in self.task_names if n not in losses]
+            if missing:
+                raise MTLError(
+                    f"log: no loss for tasks {missing}; got keys {list(losses)}, expected {list(self.task_names)}"
+                )
+            items = [losses[n] for n in self.task_names]
+        else:
+            items = list(losses)
+        if len(items) != len(self.task_names):
+            raise MTLError(
+                f"log: expected {len(self.task_names)} losses (tasks {list(self.task_names)}), got {len(items)}"
+            )
+        values = []
+        for name, value in zip(self.task_names, items, strict=True):
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise MTLError(
+                    f"log: the loss of task {name!r} should be one number; got a tensor of shape {tuple(value.shape)} "
+                    "(reduce it, e.g. with .mean())"
+                )
+            try:
+                values.append(float(value.detach()) if isinstance(value, torch.Tensor) else float(value))
+            except (TypeError, ValueError):
+                raise MTLError(f"log: the loss of task {name!r} should be a number; got {value!r}") from None
+        return values
 
     def finish(self, state: str = "done") -> None:
         """Tell the outputs (the dashboard) that your loop has ended, so they draw the last frame."""
