@@ -140,6 +140,35 @@ def test_a_frame_that_fails_to_draw_is_reported_once_and_the_next_frame_draws(ca
     assert dash.trainer.state == "done" and dash.trainer.step == 400
 
 
+EXITS_WHILE_TRAINING = """
+import atexit, threading
+# Registered first, so it runs last: after mtlnb's own exit handler.
+atexit.register(lambda: print("at exit:", trainer.state, [t.name for t in threading.enumerate() if t.name.startswith("mtlnb")]))
+import sys, time, torch
+sys.path.insert(0, {root!r})
+from tests.test_widgets import dashboard
+dash = dashboard(8192)
+trainer = dash.trainer
+dash.start(epochs=100)
+while dash.frames < 3:  # the render thread is drawing
+    time.sleep(0.01)
+"""  # and the script ends without wait()
+
+
+def test_a_script_that_ends_while_training_and_drawing_stops_both_first_and_exits_cleanly():
+    # Daemon threads killed inside native code (FreeType) aborted 1 script in 3.
+    import pathlib
+    import subprocess
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", EXITS_WHILE_TRAINING.format(root=root)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "at exit: stopped []" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
 def test_the_figures_can_be_written_from_a_script(tmp_path):
     dash = dashboard()
     dash.trainer.fit(steps=5)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .. import distributed
+from .._exit import end_run_at_exit
 from ..errors import MTLError
 from ..graph import MTLModel
 from ..outputs import ConsoleProgress, Output, Update
@@ -172,7 +173,14 @@ class Trainer:
             target=self._run_in_thread, args=(epochs, steps, parent), name="mtlnb-trainer", daemon=True
         )
         self._thread.start()
+        end_run_at_exit(self)
         return self
+
+    def _end_at_exit(self, timeout: float = 10.0) -> None:
+        """A script or kernel ending while this trains in the background: stop at the step boundary, then join."""
+        if self._thread is not None and self._thread.is_alive():
+            self.stop()
+            self._thread.join(timeout)
 
     def wait(self, timeout: float | None = None) -> History:
         """Block until the background run ends; re-raise the exception it failed with, if any."""

@@ -23,6 +23,7 @@ import time
 import traceback
 from typing import Any
 
+from .._exit import end_view_at_exit
 from ..drawing.training_plots import TrainingFigure
 from ..errors import MTLError
 from ..outputs import Update
@@ -50,6 +51,7 @@ class Dashboard:
         self._dirty = threading.Event()
         self._drawing = threading.Lock()  # one Agg canvas: two threads drawing it at once crash
         self._ended = threading.Event()
+        self._closing = False  # Python is exiting: the render thread ends without another frame
         self._render_thread: threading.Thread | None = None
         self._final_handle: Any = None
         self._display_parent: Any = None
@@ -196,6 +198,8 @@ class Dashboard:
             wait, cost = self.interval, 0.0
             while True:
                 ended = self._ended.wait(wait)
+                if self._closing:
+                    return
                 if self._dirty.is_set():
                     self._dirty.clear()
                     began = time.perf_counter()
@@ -214,6 +218,13 @@ class Dashboard:
 
         self._render_thread = threading.Thread(target=loop, name="mtlnb-dashboard", daemon=True)
         self._render_thread.start()
+        end_view_at_exit(self)
+
+    def _end_at_exit(self, timeout: float = 5.0) -> None:
+        self._closing = True
+        self._ended.set()
+        if self._render_thread is not None:
+            self._render_thread.join(timeout)
 
     def _render_once(self) -> None:
         with self._drawing:
