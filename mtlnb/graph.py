@@ -133,12 +133,20 @@ class MTLModel(nn.Module):
         outputs: dict[str, Any] = {ROOT: inputs}
         modules = self._modules
         functions = self._functions
-        for name, anchors, is_module in plan:
-            node = modules[name] if is_module else functions[name]
-            if len(anchors) == 1:
-                outputs[name] = node(outputs[anchors[0]])
-            else:
-                outputs[name] = node(*[outputs[a] for a in anchors])
+        name, anchors = ROOT, ()
+        try:
+            for name, anchors, is_module in plan:
+                node = modules[name] if is_module else functions[name]
+                if len(anchors) == 1:
+                    outputs[name] = node(outputs[anchors[0]])
+                else:
+                    outputs[name] = node(*[outputs[a] for a in anchors])
+        except Exception as error:
+            # torch's message names the operation; the note names the task and what it was given.
+            if hasattr(error, "add_note"):  # Python >= 3.11
+                given = "; ".join(f"from {_source(a)}: {_describe(outputs.get(a))}" for a in anchors)
+                error.add_note(f"mtlnb: raised in task {name!r}, given {given}")
+            raise
         return outputs
 
     def forward(self, inputs: Any) -> tuple[list[Any], list[Callable[..., Any] | None], list[Any]]:
@@ -520,3 +528,18 @@ def _expected_input(layers: Any) -> str | None:
         if isinstance(module, nn.Embedding):
             return f"integer indices below {module.num_embeddings} (its Embedding)"
     return None
+
+
+def _source(anchor: str) -> str:
+    return "the model's input" if anchor == ROOT else f"task {anchor!r}"
+
+
+def _describe(value: Any) -> str:
+    """A value as a user would check it against a layer: a tensor's shape and dtype, else its type (and length)."""
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, list | tuple):
+        return f"a {type(value).__name__} of {len(value)}: " + ", ".join(_describe(v) for v in value[:4])
+    if isinstance(value, dict):
+        return "a dict with keys " + ", ".join(map(repr, list(value)[:8]))
+    return f"a {type(value).__name__}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import sys
 import warnings
 
 import networkx as nx
@@ -287,3 +288,22 @@ def test_shared_module_in_two_tasks_is_one_set_of_parameters():
     model = MTLModel(tasks)
     assert model.output_tasks == ["Out"]  # default: the tasks that have a loss
     assert sum(p.numel() for p in model.parameters()) == 4 * 4 + 4 + 4 + 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
+def test_a_layer_that_fails_in_forward_is_named_with_what_it_was_given():
+    spec = [
+        {"name": "trunk", "layers": nn.Linear(4, 8), "anchor_layer": None},
+        {"name": "head", "layers": nn.Linear(7, 1), "anchor_layer": "trunk", "loss": nn.MSELoss(), "loss_weight": 1.0},
+    ]
+    model = MTLModel(spec, ["head"])
+    with pytest.raises(RuntimeError, match="cannot be multiplied") as caught:  # torch's own error, kept
+        model(torch.randn(2, 4))
+    assert caught.value.__notes__ == [
+        "mtlnb: raised in task 'head', given from task 'trunk': a float32 tensor of shape (2, 8)"
+    ]
+    with pytest.raises(RuntimeError) as caught:
+        model(torch.randn(3, 5, dtype=torch.float64))
+    assert caught.value.__notes__ == [
+        "mtlnb: raised in task 'trunk', given from the model's input: a float64 tensor of shape (3, 5)"
+    ]
