@@ -220,7 +220,15 @@ class MTLModel(nn.Module):
                 target = targets[name]
             else:
                 target = targets[position]
-            per_task[name] = loss_fn(pred, target)
+            try:
+                per_task[name] = loss_fn(pred, target)
+            except Exception as error:
+                if hasattr(error, "add_note"):  # Python >= 3.11
+                    error.add_note(
+                        f"mtlnb: raised in the loss of task {name!r} ({_loss_name(loss_fn)}), given the prediction "
+                        f"{_describe(pred)} and the target {_describe(target)}"
+                    )
+                raise
         if not per_task:
             raise MTLError(f"none of the output tasks {self.output_tasks} has a 'loss'; there is nothing to weight")
         return per_task
@@ -543,3 +551,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a dict with keys " + ", ".join(map(repr, list(value)[:8]))
     return f"a {type(value).__name__}"
+
+
+def _loss_name(loss_fn: Any) -> str:
+    return type(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else getattr(loss_fn, "__name__", repr(loss_fn))

@@ -291,7 +291,7 @@ def test_shared_module_in_two_tasks_is_one_set_of_parameters():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
-def test_a_layer_that_fails_in_forward_is_named_with_what_it_was_given():
+def test_a_layer_or_loss_that_fails_is_named_with_what_it_was_given():
     spec = [
         {"name": "trunk", "layers": nn.Linear(4, 8), "anchor_layer": None},
         {"name": "head", "layers": nn.Linear(7, 1), "anchor_layer": "trunk", "loss": nn.MSELoss(), "loss_weight": 1.0},
@@ -306,4 +306,14 @@ def test_a_layer_that_fails_in_forward_is_named_with_what_it_was_given():
         model(torch.randn(3, 5, dtype=torch.float64))
     assert caught.value.__notes__ == [
         "mtlnb: raised in task 'trunk', given from the model's input: a float64 tensor of shape (3, 5)"
+    ]
+    spec[1]["layers"] = nn.Linear(8, 1)
+    spec.append({"name": "kind", "layers": nn.Linear(8, 3), "anchor_layer": "trunk", "loss": nn.CrossEntropyLoss()})
+    model = MTLModel(spec, ["head", "kind"])
+    y_hat = model(torch.randn(2, 4))[0]
+    with pytest.raises(RuntimeError) as caught:
+        model.task_losses(y_hat, [torch.randn(2, 1), torch.randn(2, 1)])  # class indices were meant
+    assert caught.value.__notes__ == [
+        "mtlnb: raised in the loss of task 'kind' (CrossEntropyLoss), given the prediction a float32 tensor of "
+        "shape (2, 3) and the target a float32 tensor of shape (2, 1)"
     ]
