@@ -204,6 +204,13 @@ class MTLModel(nn.Module):
         `y_hat` is the first element of `forward`'s triple (or a dict by task name);
         `targets` is a list in `output_tasks` order or a dict by task name.
         """
+        if isinstance(targets, torch.Tensor):  # one tensor: the target of the only output task, never its rows
+            if len(self.output_tasks) != 1:
+                raise MTLError(
+                    f"targets is one tensor of shape {tuple(targets.shape)} but there are {len(self.output_tasks)} "
+                    f"output tasks {self.output_tasks}; give a list in that order, or a dict by task name"
+                )
+            targets = [targets]
         by_name_pred = isinstance(y_hat, Mapping)
         by_name_target = isinstance(targets, Mapping)
         if not by_name_target and len(targets) < len(self.output_tasks):

@@ -389,6 +389,45 @@ def test_a_loop_of_your_own_gets_history_and_controls():
     assert monitor.history.events[0] == {"step": 3, "kind": "mute", "task": "Task2", "value": 0.0}
 
 
+def test_a_tensordataset_loader_of_inputs_and_one_target_a_task_trains_as_pairs_do():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, (y1, y2, y3) = readme_data(64)
+    pairs = [(x[i : i + 16], [y1[i : i + 16], y2[i : i + 16], y3[i : i + 16]]) for i in range(0, 64, 16)]
+    loader = DataLoader(TensorDataset(x, y1, y2, y3), batch_size=16)  # yields [x, y1, y2, y3]
+    trained = [make_trainer(data=data, val_data=data) for data in (pairs, loader)]
+    for trainer in trained:
+        trainer.fit(epochs=2)
+    assert trained[0].history.epochs == trained[1].history.epochs  # the same validation losses, epoch by epoch
+    for mine, theirs in zip(trained[0].model.parameters(), trained[1].model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([{"x": 1, "y": 2}], r"a batch should be \(inputs, targets\) or \(inputs, target_Task1, target_Task2, "
+         r"target_Task3\).*got a dict with keys \['x', 'y'\]"),
+        ([(1, 2, 3)], r"got a tuple of 3"),
+        ((b for b in batches(64)), r"train_data ran out after epoch 1: it is a one-pass iterator"),
+    ],
+)  # fmt: skip
+def test_batches_the_trainer_cannot_read_get_a_clear_error(data, message):
+    with pytest.raises(MTLError, match=message):
+        make_trainer(data=data).fit(epochs=2)
+
+
+def test_one_target_tensor_is_the_only_output_tasks_target_never_its_rows():
+    spec = readme_tasks(task3_weight=1.0)
+    model = MTLModel(spec, ["Task1"])
+    x, (y1, _, _) = readme_data(8)
+    y_hat = model(x)[0]
+    assert torch.equal(model.task_losses(y_hat, y1)["Task1"], model.task_losses(y_hat, [y1])["Task1"])
+    three = MTLModel(spec, README_OUTPUTS)
+    with pytest.raises(MTLError, match=r"targets is one tensor of shape \(8, 1\) but there are 3 output tasks"):
+        three.task_losses(three(x)[0], y1)
+
+
 def test_a_loop_cell_run_again_with_the_same_monitor_is_a_new_run():
     monitor = mtlnb.LoopMonitor(["a", "b"])
     seen = []

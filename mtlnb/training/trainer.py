@@ -492,12 +492,17 @@ class Trainer:
                     next(self._iterator)
                 set_rng_state(now, self.train_data)
         try:
-            return next(self._iterator)
+            return _split_batch(next(self._iterator), self.model.output_tasks)
         except StopIteration:
             return None
 
     def _end_epoch(self) -> None:
         if self._batch_in_epoch == 0:
+            if self.epoch > 0 and iter(self.train_data) is self.train_data:
+                raise MTLError(
+                    f"train_data ran out after epoch {self.epoch}: it is a one-pass iterator (a generator?); "
+                    "give a list or a DataLoader to train for more than one epoch"
+                )
             raise MTLError("train_data yielded no batch; give an iterable of (inputs, targets) batches")
         self._iterator = None
         self._batch_in_epoch = 0
@@ -513,7 +518,8 @@ class Trainer:
         self.model.eval()
         try:
             sums, batches = [0.0] * len(self.task_names), 0
-            for inputs, targets in data:
+            for batch in data:
+                inputs, targets = _split_batch(batch, self.model.output_tasks)
                 per_task = self.model.task_losses(self.model(inputs)[0], targets)
                 sums = [s + float(v) for s, v in zip(sums, per_task.values(), strict=True)]
                 batches += 1
@@ -561,6 +567,27 @@ class Trainer:
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(cls, Path(path), model, optimizer, train_data, **kwargs)
+
+
+def _split_batch(batch: Any, output_tasks: list[str]) -> tuple[Any, Any]:
+    """(inputs, targets) from a batch: that pair, or (inputs, target_1, ..., target_n) as a TensorDataset gives it."""
+    if isinstance(batch, tuple | list):
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        if len(batch) == 1 + len(output_tasks):
+            return batch[0], list(batch[1:])
+    raise MTLError(
+        f"a batch should be (inputs, targets) or (inputs, {', '.join(f'target_{t}' for t in output_tasks)}), "
+        f"targets in the order of the output tasks {output_tasks}; got {_describe_batch(batch)}"
+    )
+
+
+def _describe_batch(batch: Any) -> str:
+    if isinstance(batch, dict):
+        return f"a dict with keys {list(batch)}"
+    if isinstance(batch, tuple | list):
+        return f"a {type(batch).__name__} of {len(batch)}"
+    return f"a {type(batch).__name__}"
 
 
 def _batch_size(inputs: Any) -> int:
