@@ -115,3 +115,26 @@ def test_notebook_display_never_raises_even_if_drawing_fails(model, monkeypatch)
     monkeypatch.setattr(MTLModel, "draw", broken)
     bundle = model._repr_mimebundle_()
     assert "pip install graphviz" in bundle["text/plain"]
+
+
+def test_task_names_with_a_colon_quotes_or_markup_draw_as_the_graph_they_name():
+    # In DOT an edge to enc:v1 means node enc, port v1: graphviz would add a node 'enc'.
+    import html
+
+    from torch import nn
+
+    from mtlnb.drawing import render_svg, task_graph_digraph
+
+    names = ["enc:v1", "head<a>", 'say "hi"', "x&y"]
+    spec = [{"name": names[0], "layers": nn.Linear(4, 8), "anchor_layer": None}]
+    spec += [{"name": n, "layers": nn.Linear(8, 1), "anchor_layer": names[0], "loss": nn.MSELoss()} for n in names[1:]]
+    svg = render_svg(task_graph_digraph(MTLModel(spec, names[1:])).source)
+
+    def titles(kind: str) -> list[str]:
+        return [html.unescape(t) for t in re.findall(rf'class="{kind}">\s*<title>(.*?)</title>', svg)]
+
+    shown = [name.replace(":", "\u2236") for name in names]
+    assert sorted(titles("node")) == sorted(["root", *shown])
+    assert sorted(titles("edge")) == sorted([f"root->{shown[0]}", *(f"{shown[0]}->{n}" for n in shown[1:])])
+    texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", svg)]
+    assert all(name in texts for name in names), "each label shows the name as given"

@@ -83,12 +83,18 @@ def task_graph_digraph(
         if role == "head":
             color = task_color(model, task.name)
             style.update(color=color, fillcolor=color + "22")
-        dot.node(task.name, _label(model, task, shown_weights), **style)
+        dot.node(_node_id(task.name), _label(model, task, shown_weights), **style)
         anchors = task.anchors or (ROOT,)
         for position, anchor in enumerate(anchors, start=1):
             # Anchors are passed in the order listed: number the edges when it matters.
-            dot.edge(anchor, task.name, label=str(position) if len(anchors) > 1 else None)
+            dot.edge(_node_id(anchor), _node_id(task.name), label=str(position) if len(anchors) > 1 else None)
     return dot
+
+
+def _node_id(name: str) -> str:
+    """The DOT id of a task: its name, but a colon in an edge's end means a port (graphviz's maintainers advise
+    ids without one; the label keeps the name), so it becomes a look-alike (U+2236 RATIO)."""
+    return name.replace(":", "\u2236")
 
 
 def current_weights(model: MTLModel) -> dict[str, float]:
