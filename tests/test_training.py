@@ -359,6 +359,24 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     assert pickle is not None
 
 
+def test_a_checkpoint_for_another_model_or_optimizer_is_refused_and_changes_nothing(tmp_path):
+    trainer = make_trainer()
+    trainer.fit(steps=3)
+    path = trainer.save(tmp_path / "run.ckpt")
+
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(MTLError, match=r"saved with a SGD optimizer; give Trainer.load a SGD too \(got Adam\)"):
+        Trainer.load(path, model, torch.optim.Adam(model.parameters()), batches())
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)), "the model is untouched"
+
+    spec = readme_tasks(task3_weight=1.0)
+    spec[-1] = {**spec[-1], "layers": nn.Linear(3, 2)}
+    other = MTLModel(spec, README_OUTPUTS)
+    with pytest.raises(MTLError, match=r"(?s)saved from a model with other layers.*Missing key\(s\).*Task3\.weight"):
+        Trainer.load(path, other, torch.optim.SGD(other.parameters(), lr=1e-3), batches())
+
+
 def test_the_trainer_refuses_what_it_cannot_train():
     with pytest.raises(MTLError, match=r"trains an mtlnb\.MTLModel"):
         Trainer(nn.Linear(2, 2), None, [])

@@ -31,6 +31,7 @@ def save_checkpoint(trainer: Trainer, path: Path) -> Path:
         "task_names": list(trainer.task_names),
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
+        "optimizer_class": type(trainer.optimizer).__name__,
         "spec_multipliers": list(trainer._multipliers),
         "unmuted": dict(trainer._unmuted),
         "history": trainer.history.state_dict(),
@@ -65,10 +66,23 @@ def load_checkpoint(
         raise MTLError(
             f"{path} is not an mtlnb checkpoint (it has no '{FORMAT}' marker); was it written by Trainer.save?"
         )
-    model.load_state_dict(state["model"])
+    # Checked before anything is loaded: a refused checkpoint leaves the model and optimizer as they were.
+    if list(model.loss_tasks) != state["task_names"]:
+        raise MTLError(f"the checkpoint's tasks {state['task_names']} are not this model's {list(model.loss_tasks)}")
+    saved_class = state.get("optimizer_class")  # absent from files of mtlnb 0.1
+    if saved_class is not None and saved_class != type(optimizer).__name__:
+        raise MTLError(
+            f"{path} was saved with a {saved_class} optimizer; give Trainer.load a {saved_class} too "
+            f"(got {type(optimizer).__name__}): its state (momenta, step counts) only fits its own kind"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise MTLError(
+            f"{path} was saved from a model with other layers: build the model from the spec it was trained "
+            f"with, then load. What differs: {error}"
+        ) from None
     trainer = cls(model, optimizer, train_data, **kwargs)
-    if list(trainer.task_names) != state["task_names"]:
-        raise MTLError(f"the checkpoint's tasks {state['task_names']} are not this model's {list(trainer.task_names)}")
     optimizer.load_state_dict(state["optimizer"])
     trainer._multipliers = list(state["spec_multipliers"])
     trainer._unmuted = dict(state["unmuted"])
