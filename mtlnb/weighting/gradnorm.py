@@ -54,7 +54,7 @@ class GradNorm(LossWeighting):
         if any(math.isnan(v) for v in self.initial_losses.tolist()):
             self.initial_losses.copy_(detached)
         norms = task_gradient_norms([items[i] for i in active], shared_parameters, retain_graph=True)
-        # The rest is arithmetic on k numbers: plain floats (as tensor ops, it cost a tenth of the step).
+        # The rest is arithmetic on k numbers: plain floats (as tensor ops, it cost 5% of the step).
         scales, now, first = (t.tolist() for t in (self.loss_scales.detach(), detached, self.initial_losses))
         weighted_norms = [scales[i] * n for i, n in zip(active, norms, strict=True)]
         ratios = [now[i] / first[i] for i in active]
