@@ -2,7 +2,9 @@
 
 The Trainer sends an `Update` at start, after every step, at each epoch end, for
 every event (a control applied, a non-finite loss) and at the end. Outputs must be
-cheap per step: they throttle their own printing and drawing.
+cheap per step: they throttle their own printing and drawing. An output with
+`wants_steps = False` (the dashboard, which reads the run's history itself) gets
+no step updates: none is even built for it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Update:
 
 class Output(Protocol):
     def send(self, update: Update) -> None: ...
+
+
+def step_outputs(outputs: list[Any]) -> list[Any]:
+    """The outputs that take step updates (all but those with `wants_steps = False`)."""
+    return [output for output in outputs if getattr(output, "wants_steps", True)]
 
 
 class ConsoleProgress:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import MTLError
-from ..outputs import Output, Update
+from ..outputs import Output, Update, step_outputs
 from .controls import Change, Controls, multiplier_after
 from .history import History
 
@@ -132,8 +132,11 @@ class LoopMonitor:
             for change in self.controls.take():
                 self._apply(change)
             self.state = "running"
-        if self.outputs:
-            self._send(Update("step", self.step, {"losses": dict(zip(self.task_names, values, strict=True))}))
+        watching = step_outputs(self.outputs)
+        if watching:
+            update = Update("step", self.step, {"losses": dict(zip(self.task_names, values, strict=True))})
+            for output in watching:
+                output.send(update)
         if self.controls.stopping:
             self.finish("stopped")
             return False

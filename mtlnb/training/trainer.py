@@ -29,7 +29,7 @@ from .. import distributed
 from .._exit import end_run_at_exit
 from ..errors import MTLError
 from ..graph import MTLModel
-from ..outputs import ConsoleProgress, Output, Update
+from ..outputs import ConsoleProgress, Output, Update, step_outputs
 from .controls import Change, Controls, multiplier_after
 from .history import History
 
@@ -427,22 +427,23 @@ class Trainer:
         self.history.log(self.step, total, lr, seconds, losses, weights)
         self.step += 1
         self._batch_in_epoch += 1
-        if self.outputs:
+        watching = step_outputs(self.outputs)
+        if watching:
             names = self.task_names
-            self._send(
-                Update(
-                    "step",
-                    self.step,
-                    {
-                        "losses": dict(zip(names, losses, strict=True)),
-                        "weights": dict(zip(names, weights, strict=True)),
-                        "total": total,
-                        "lr": lr,
-                        "seconds": seconds,
-                    },
-                    self._target_steps,
-                )
+            update = Update(
+                "step",
+                self.step,
+                {
+                    "losses": dict(zip(names, losses, strict=True)),
+                    "weights": dict(zip(names, weights, strict=True)),
+                    "total": total,
+                    "lr": lr,
+                    "seconds": seconds,
+                },
+                self._target_steps,
             )
+            for output in watching:
+                output.send(update)
 
     def _spec_weights(self) -> list[float]:
         """Effective weights under the spec's weighting: multiplier × (fixed weight, or exp(-s) of an 'auto' task)."""
