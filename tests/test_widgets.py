@@ -169,6 +169,45 @@ def test_a_script_that_ends_while_training_and_drawing_stops_both_first_and_exit
     assert "at exit: stopped []" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
+def test_while_training_runs_new_axes_wait_for_their_budget_and_the_lines_still_draw():
+    # New axes hold the GIL through text layout (training lost 66 ms to one, 5 ms to a frame of lines):
+    # while a run is going they come at most every max(2 s, 39x their cost); the end gets exact axes.
+    dash = dashboard(4096)
+    dash.interval = 0.05
+    before = dash.figure.full_redraws
+    shown: list[bytes] = []
+    dash.image.observe(lambda change: shown.append(change["new"]), names="value")
+    dash.start(steps=1500)
+    dash.wait(timeout=60)
+    assert dash.trainer.state == "done"
+    assert len(shown) >= 3, "frames of lines were drawn while training ran"
+    assert len(set(shown)) == len(shown), "each frame showed more steps"
+    assert dash.figure.full_redraws - before <= 2, "at most the budgeted axes and the exact ones at the end"
+    assert dash.figure.limits_hold, "the last frame has axes that fit the data"
+
+
+def test_a_change_marker_needs_no_new_axes_and_data_past_them_waits_for_a_full_redraw_when_asked():
+    from mtlnb.training import History
+
+    history, figure = History(["a"]), TrainingFigure(["a"])
+    for step in range(10):
+        history.log(step, 1.0, 0.1, 0.001, [1.0], [1.0 if step < 5 else 0.25])  # axes that hold 0.5 too
+    figure.update(history)
+    figure.render()
+    redraws = figure.full_redraws
+    history.log_event(10, "weight", "a", 0.5)
+    history.log(10, 0.5, 0.1, 0.001, [1.0], [0.5])
+    figure.update(history)
+    figure.render()
+    assert figure.full_redraws == redraws and len(figure._markers) == 1, "the marker is drawn with the lines"
+    history.log(11, 1e6, 0.1, 0.001, [1e6], [0.5])  # far above the axes
+    figure.update(history)
+    figure.render(full=False)
+    assert figure.full_redraws == redraws and not figure.limits_hold, "kept the axes: the line is clipped"
+    figure.render()
+    assert figure.full_redraws == redraws + 1 and figure.limits_hold
+
+
 def test_the_figures_can_be_written_from_a_script(tmp_path):
     dash = dashboard()
     dash.trainer.fit(steps=5)
