@@ -7,11 +7,12 @@ The road of a slider move: widget observer (kernel main thread) → `run.set_wei
 → `Controls` (under a lock) → applied at the next step boundary → the strategy's
 multiplier → that step's loss or gradient → the history → the next frame.
 
-The training thread never touches a widget (each update costs ~0.3 ms): it only
-marks the dashboard dirty through `send`. A render thread redraws at most every
-`interval` seconds, and spends at most 5% of the time drawing: drawing holds the
-GIL, and a small model's step is mostly Python, so every frame delays training
-(measured: 4 frames a second of 50 ms slowed training by 1.4x).
+The training thread never touches a widget (each update costs ~0.3 ms) and gets
+no per-step call from the dashboard (`wants_steps = False`): a render thread sees
+new steps in the history. It redraws at most every `interval` seconds and spends
+at most 5% of the time drawing: drawing holds the GIL, and a small model's step is
+mostly Python, so every frame delays training (measured: 4 frames a second of 50 ms
+slowed training by 1.4x). New axes cost most (see `_draw_frame`).
 """
 
 from __future__ import annotations
