@@ -184,8 +184,38 @@ def test_the_job_follower_refuses_what_the_job_cannot_do(tmp_path):
     assert job.state == "done" and job.step == 5
     with pytest.raises(mtlnb.MTLError, match="the job has ended"):
         job.stop()
-    with pytest.raises(mtlnb.MTLError, match=r"exited .* before training started"):
-        launch("examples/no_such_file.py:build", nproc=1, steps=5, directory=tmp_path / "bad")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"model": "examples/no_such_file.py:build"}, r"model file 'examples/no_such_file.py' does not exist"),
+        ({"model": str(REPO / "examples" / "readme_model.py")}, r"'FILE.py:FUNCTION' or 'MODULE:FUNCTION'"),
+        ({"weighting": "pcgard"}, r"no weighting is named 'pcgard' \(did you mean 'pcgrad'\?\)"),
+        ({"batch": 63}, r"a multiple of 2. Found 63"),
+        ({"steps": None}, r"exactly one of steps= or epochs="),
+        ({"steps": 0}, r"steps should be a whole number >= 1. Found 0"),
+        ({"nproc": 0}, r"nproc should be a whole number of processes >= 1. Found 0"),
+        ({"lr": -1.0}, r"lr should be a finite number > 0. Found -1.0"),
+    ],
+)
+def test_launch_refuses_what_the_job_would_refuse_before_starting_it(tmp_path, arguments, message):
+    given = {"model": MODEL, "nproc": 2, "steps": 5, "directory": tmp_path} | arguments
+    with pytest.raises(mtlnb.MTLError, match=message):
+        launch(given.pop("model"), **given)
+    assert not (tmp_path / "output.log").exists()  # nothing was started
+
+
+def test_a_job_that_fails_before_training_says_why_in_the_notebook(tmp_path):
+    model_file = tmp_path / "broken_model.py"
+    model_file.write_text("def build(seed=0):\n    raise FileNotFoundError('no data in /data/train.csv')\n")
+    with pytest.raises(mtlnb.MTLError) as failure:
+        launch(f"{model_file}:build", nproc=2, steps=5, directory=tmp_path / "job")
+    message = str(failure.value)
+    # Each rank's own error, once, before torchrun's summary; not the launcher's traceback.
+    assert "ranks 0, 1: FileNotFoundError: no data in /data/train.csv" in message, message
+    assert "elastic_launch(" not in message, message
+    assert str(tmp_path / "job" / "output.log") in message
 
 
 def test_a_dashboard_follows_a_job_and_its_slider_reaches_both_ranks(tmp_path):
@@ -211,3 +241,11 @@ def test_a_dashboard_follows_a_job_and_its_slider_reaches_both_ranks(tmp_path):
     rank1 = [r for r in records(tmp_path / "history.rank1.jsonl") if r["type"] == "event"]
     assert rank1[0]["step"] == job.history.events[0]["step"]
     assert job.state == "stopped" and "stopped" in dashboard.status.value and dashboard.frames >= 2
+
+
+def test_following_a_history_no_job_writes_ends_with_a_hint_not_a_silent_wait(tmp_path, capsys):
+    from mtlnb.training import JobFollower
+
+    with pytest.raises(mtlnb.MTLError, match=r"no file .*none.jsonl appeared within 3.5 s: is the job running"):
+        JobFollower(tmp_path / "none.jsonl", timeout=3.5)
+    assert "waiting up to 4 s for the job's first record" in capsys.readouterr().err

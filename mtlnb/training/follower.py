@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._checks import non_negative
+from .._checks import is_positive, is_positive_int, non_negative
 from ..distributed import ControlFile
 from ..errors import MTLError
 from ..outputs import Output, Update
@@ -146,7 +146,14 @@ class JobFollower:
 
     def _wait_for_start(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
+        notice_at = time.monotonic() + 3.0  # a cell that waits longer says what for
         while time.monotonic() < deadline:
+            if notice_at is not None and time.monotonic() > notice_at:
+                print(
+                    f"waiting up to {timeout:.0f} s for the job's first record in {self.history_path} ...",
+                    file=sys.stderr,
+                )
+                notice_at = None
             records = self._read_records()
             for i, record in enumerate(records):
                 if record.get("type") == "start":
@@ -154,9 +161,15 @@ class JobFollower:
                     return record
             if self.process is not None and self.process.poll() is not None:
                 raise MTLError(
-                    f"the job exited (code {self.process.returncode}) before training started:\n{self.output_tail()}"
+                    f"the job exited (code {self.process.returncode}) before training started:\n"
+                    + _failure_summary(self.output_tail(200), self.output_path)
                 )
             time.sleep(0.1)
+        if not self.history_path.exists():
+            raise MTLError(
+                f"no file {self.history_path} appeared within {timeout} s: is the job running, and is this the "
+                "history it writes (mtlnb.train's --history)?"
+            )
         raise MTLError(f"no training started in {self.history_path} within {timeout} s:\n{self.output_tail()}")
 
     def _read_records(self) -> list[dict[str, Any]]:
@@ -186,7 +199,7 @@ class JobFollower:
                     self.error = MTLError(
                         f"the job failed at step {self.step} (exit code {self.process.returncode})"
                         + (f"; rank 0 reported: {self._end_error}" if self._end_error else "")
-                        + f"\n{_root_cause(self.output_tail(60))}"
+                        + f"\n{_failure_summary(self.output_tail(200), self.output_path)}"
                     )
                 self._ended.set()
                 self._notify([], end=True)
@@ -252,11 +265,45 @@ class JobFollower:
         self.control.send(kind, task, value)
 
 
-def _root_cause(output: str) -> str:
-    """torchrun's "Root Cause" block (which rank failed, its exit code or signal), else the output's end."""
+def _failure_summary(output: str, output_path: Path | None) -> str:
+    """What a failed job's output says went wrong, shortest first.
+
+    Each rank's own exception (the last line of its last traceback; torchrun prefixes a
+    rank's lines with `[rankN]:`), then torchrun's "Root Cause" block (which rank failed,
+    its exit code or signal), else the output's end; and where the whole output is.
+    """
     lines = output.splitlines()
+    tracebacks: dict[str, list[str]] = {}  # source ("rank 0", or "" unprefixed) -> its lines since its last traceback
+    for line in lines:
+        source, text = "", line
+        if line.startswith("[rank") and "]: " in line:
+            prefix, _, text = line.partition("]: ")
+            source = "rank " + prefix[len("[rank") :]
+        if text.startswith("Traceback (most recent call last)"):
+            tracebacks[source] = []
+        elif source in tracebacks and text and not text[0].isspace():
+            tracebacks[source].append(text)
+    by_error: dict[str, list[str]] = {}
+    for source, after in tracebacks.items():
+        if after:
+            by_error.setdefault(after[-1], []).append(source)
+    parts = [_ranks(sources) + error for error, sources in by_error.items()]
     starts = [i for i, line in enumerate(lines) if line.startswith("Root Cause")]
-    return "\n".join(lines[starts[-1] :] if starts else lines[-15:])
+    if starts:
+        parts.append("\n".join(lines[starts[-1] :]))
+    elif not parts:
+        parts.append("\n".join(lines[-15:]))
+    if output_path is not None:
+        parts.append(f"(the job's whole output: {output_path})")
+    return "\n".join(parts)
+
+
+def _ranks(sources: list[str]) -> str:
+    """["rank 0", "rank 1"] -> "ranks 0, 1: "; [""] (output without rank prefixes) -> ""."""
+    numbers = sorted((source.removeprefix("rank ") for source in sources if source), key=lambda n: (len(n), n))
+    if not numbers:
+        return ""
+    return f"rank{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}: "
 
 
 def launch(
@@ -277,6 +324,7 @@ def launch(
     The job's history, control file and printed output go to `directory` (a new
     temporary one by default): `history.jsonl`, `control.jsonl`, `output.log`.
     """
+    _check_launch(model, nproc, steps, epochs, weighting, batch, lr)
     directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="mtlnb-job-"))
     directory.mkdir(parents=True, exist_ok=True)
     history, control, output = directory / "history.jsonl", directory / "control.jsonl", directory / "output.log"
@@ -295,3 +343,28 @@ def launch(
     job = JobFollower(history, control, process=process, output_path=output, model=graph_model, total_steps=steps)
     job.command_line = shlex.join(["python", *launcher, *train])  # what to type in a terminal for the same job
     return job
+
+
+def _check_launch(model: str, nproc: Any, steps: Any, epochs: Any, weighting: str, batch: Any, lr: Any) -> None:
+    """Refuse here, in the notebook, what the job would only refuse after torchrun started its ranks."""
+    from ..weighting import options
+
+    target, _, function = model.rpartition(":") if isinstance(model, str) else ("", "", "")
+    if not target or not function:
+        raise MTLError(f"launch: model should be 'FILE.py:FUNCTION' or 'MODULE:FUNCTION'. Found {model!r}.")
+    if target.endswith(".py") and not Path(target).is_file():
+        raise MTLError(f"launch: model file {target!r} does not exist (relative paths start at {Path.cwd()})")
+    if not is_positive_int(nproc):
+        raise MTLError(f"launch: nproc should be a whole number of processes >= 1. Found {nproc!r}.")
+    if (steps is None) == (epochs is None):
+        raise MTLError(f"launch: give exactly one of steps= or epochs=. Found steps={steps!r}, epochs={epochs!r}.")
+    for key, value in (("steps", steps), ("epochs", epochs)):
+        if value is not None and not is_positive_int(value):
+            raise MTLError(f"launch: {key} should be a whole number >= 1. Found {value!r}.")
+    options(weighting)  # an unknown name: the registry's error, with the names there are
+    if not is_positive_int(batch) or batch % nproc:
+        raise MTLError(
+            f"launch: batch is the samples of a step over all {nproc} processes, a multiple of {nproc}. Found {batch!r}."
+        )
+    if not is_positive(lr):
+        raise MTLError(f"launch: lr should be a finite number > 0. Found {lr!r}.")
