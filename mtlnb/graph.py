@@ -286,12 +286,7 @@ class MTLModel(nn.Module):
         """The current weight of each loss task as the spec sets it: a fixed weight, or exp(-s) of an 'auto' task."""
         weights = []
         for _, name, _, weight in self._loss_terms:
-            if weight is not None:
-                weights.append(weight)
-            elif name in self.log_vars:
-                weights.append(math.exp(-float(self.log_vars[name].detach())))
-            else:  # 'auto' under weighting="uncertainty": the strategy holds s
-                weights.append(math.exp(-float(self.weighting.log_vars[self.weighting.task_index(name)].detach())))
+            weights.append(weight if weight is not None else math.exp(-float(self._learned_log_var(name).detach())))
         return weights
 
     @property
@@ -366,10 +361,16 @@ class MTLModel(nn.Module):
     def loss_weights(self) -> dict[str, Any]:
         """Current weight by task name: a float, or the learned weight exp(-s) as a 0-dim tensor."""
         return {
-            t.name: (torch.exp(-self.log_vars[t.name]) if t.learns_weight else t.loss_weight)
+            t.name: torch.exp(-self._learned_log_var(t.name)) if t.learns_weight else t.loss_weight
             for t in self.spec.tasks
             if t.loss_weight is not None
         }
+
+    def _learned_log_var(self, name: str) -> torch.Tensor:
+        """s of an 'auto' task: the model's own, or the strategy's under weighting="uncertainty"."""
+        if name in self.log_vars:
+            return self.log_vars[name]
+        return self.weighting.log_vars[self.weighting.task_index(name)]
 
     @property
     def tasks(self) -> tuple[Task, ...]:

