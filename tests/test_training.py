@@ -373,8 +373,55 @@ def test_a_checkpoint_for_another_model_or_optimizer_is_refused_and_changes_noth
     spec = readme_tasks(task3_weight=1.0)
     spec[-1] = {**spec[-1], "layers": nn.Linear(3, 2)}
     other = MTLModel(spec, README_OUTPUTS)
-    with pytest.raises(MTLError, match=r"(?s)saved from a model with other layers.*Missing key\(s\).*Task3\.weight"):
+    with pytest.raises(MTLError, match=r"(?s)saved from a model with other layers.*this model has 'Task3\.weight'"):
         Trainer.load(path, other, torch.optim.SGD(other.parameters(), lr=1e-3), batches())
+
+
+def readme_run(weighting=None, seed: int = 5) -> Trainer:
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(seed)
+    return Trainer(model, optimizer, Split(loader(seed)), weighting=weighting, outputs=[])
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("cagrad", {"c": 0.2}), ("gradnorm", {"alpha": 0.5}), ("pcgrad", {"seed": 3}), ("uncertainty", {})],
+)
+def test_a_strategy_the_trainer_attached_comes_back_on_a_model_built_afresh(tmp_path, name, options):
+    # The user's next session: the same spec and optimizer, then Trainer.load, no weighting= repeated.
+    interrupted = readme_run(mtlnb.weighting.get(name, tasks=README_OUTPUTS, **options))
+    interrupted.fit(steps=7)
+    interrupted.save(tmp_path / "run.ckpt")
+    interrupted.fit(steps=6)
+
+    torch.manual_seed(999)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    resumed = Trainer.load(tmp_path / "run.ckpt", model, optimizer, Split(loader(5)), outputs=[])
+    assert model.weighting.name == name
+    assert all(getattr(model.weighting, key) == value for key, value in options.items() if key != "seed")
+    resumed.fit(steps=6)
+    for a, b in zip(interrupted.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_of_another_strategy_is_refused_before_anything_changes(tmp_path):
+    run = readme_run("mgda")
+    run.fit(steps=2)
+    run.save(tmp_path / "run.ckpt")
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(MTLError, match=r"saved from a run with weighting 'mgda', but weighting= asks for 'pcgrad'"):
+        Trainer.load(tmp_path / "run.ckpt", model, torch.optim.Adam(model.parameters()), batches(), weighting="pcgrad")
+    assert model.weighting is None
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    plain = readme_run()
+    plain.fit(steps=2)
+    plain.save(tmp_path / "plain.ckpt")
+    with pytest.raises(MTLError, match=r"saved from a run with no weighting strategy, but this model uses 'mgda'"):
+        Trainer.load(tmp_path / "plain.ckpt", run.model, run.optimizer, batches())
 
 
 def test_the_trainer_refuses_what_it_cannot_train():

@@ -14,6 +14,8 @@ leaves the task out of the step entirely, so its gradient reaches no parameter.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -33,9 +35,44 @@ REGISTRY: dict[str, type[Weighting]] = {}
 
 
 def register(cls: type[Weighting]) -> type[Weighting]:
-    """Class decorator: make a strategy available under `cls.name` to `mtlnb.weighting.get`."""
+    """Class decorator: make a strategy available under `cls.name` to `mtlnb.weighting.get`.
+
+    Its instances also keep the options they were built with in `built_with` (plain
+    data only: a generator's state is in `state_dict()`), so that a checkpoint can
+    rebuild the same strategy for a model that does not have it yet.
+    """
+    build = cls.__init__
+    signature = inspect.signature(build)
+
+    @functools.wraps(build)
+    def __init__(self: Weighting, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        given = signature.bind(self, *args, **kwargs).arguments
+        # A registered subclass's __init__ returns last: its own options win.
+        self.built_with = {
+            key: plain
+            for key, value in given.items()
+            if key not in ("self", "tasks") and (plain := _plain(value)) is not _UNSAVED
+        }
+
+    cls.__init__ = __init__
     REGISTRY[cls.name] = cls
     return cls
+
+
+_UNSAVED = object()
+
+
+def _plain(value: Any) -> Any:
+    """`value` as data a checkpoint holds (numbers, strings, lists of them), else _UNSAVED."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        items = [_plain(item) for item in value]
+        return _UNSAVED if any(item is _UNSAVED for item in items) else items
+    return _UNSAVED
 
 
 class Weighting(nn.Module):
