@@ -197,9 +197,8 @@ class JobFollower:
                 if exited and self.process.returncode:
                     self.state = "failed"
                     self.error = MTLError(
-                        f"the job failed at step {self.step} (exit code {self.process.returncode})"
-                        + (f"; rank 0 reported: {self._end_error}" if self._end_error else "")
-                        + f"\n{_failure_summary(self.output_tail(200), self.output_path)}"
+                        f"the job failed at step {self.step} (exit code {self.process.returncode})\n"
+                        + _failure_summary(self.output_tail(200), self.output_path, self._end_error)
                     )
                 self._ended.set()
                 self._notify([], end=True)
@@ -265,12 +264,13 @@ class JobFollower:
         self.control.send(kind, task, value)
 
 
-def _failure_summary(output: str, output_path: Path | None) -> str:
+def _failure_summary(output: str, output_path: Path | None, reported: str | None = None) -> str:
     """What a failed job's output says went wrong, shortest first.
 
     Each rank's own exception (the last line of its last traceback; torchrun prefixes a
-    rank's lines with `[rankN]:`), then torchrun's "Root Cause" block (which rank failed,
-    its exit code or signal), else the output's end; and where the whole output is.
+    rank's lines with `[rankN]:`), or else what rank 0 `reported` in its history; then
+    torchrun's "Root Cause" block (which rank failed, its exit code or signal), else the
+    output's end; and where the whole output is.
     """
     lines = output.splitlines()
     tracebacks: dict[str, list[str]] = {}  # source ("rank 0", or "" unprefixed) -> its lines since its last traceback
@@ -288,6 +288,8 @@ def _failure_summary(output: str, output_path: Path | None) -> str:
         if after:
             by_error.setdefault(after[-1], []).append(source)
     parts = [_ranks(sources) + error for error, sources in by_error.items()]
+    if not parts and reported:
+        parts.append(f"rank 0 reported: {reported}")
     starts = [i for i, line in enumerate(lines) if line.startswith("Root Cause")]
     if starts:
         parts.append("\n".join(lines[starts[-1] :]))
