@@ -27,6 +27,7 @@ from . import distributed
 from .errors import MTLError
 from .outputs import JsonLinesLogger
 from .training import Trainer
+from .weighting import options
 
 
 def rank_path(path: str | Path, rank: int) -> Path:
@@ -70,6 +71,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.steps is None) == (args.epochs is None):
         parser.error("give exactly one of --steps or --epochs")
+    try:
+        options(args.weighting)
+    except MTLError as error:  # a typo: say so in one line, not with a traceback from every rank
+        parser.error(f"--weighting: {error}")
     return args
 
 

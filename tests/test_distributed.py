@@ -249,3 +249,13 @@ def test_following_a_history_no_job_writes_ends_with_a_hint_not_a_silent_wait(tm
     with pytest.raises(mtlnb.MTLError, match=r"no file .*none.jsonl appeared within 3.5 s: is the job running"):
         JobFollower(tmp_path / "none.jsonl", timeout=3.5)
     assert "waiting up to 4 s for the job's first record" in capsys.readouterr().err
+
+
+def test_a_command_line_typo_is_one_line_for_a_terminal_and_for_the_notebook(tmp_path):
+    command = [sys.executable, "-m", "mtlnb.train", "--model", MODEL, "--weighting", "pcgard", "--steps", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "error: --weighting: no weighting is named 'pcgard' (did you mean 'pcgrad'?)" in result.stderr
+    with pytest.raises(mtlnb.MTLError) as failure:
+        launch(MODEL, nproc=2, steps=3, directory=tmp_path, extra_args=["--optimizer", "lbfgs"])
+    assert "error: argument --optimizer: invalid choice: 'lbfgs'" in str(failure.value).splitlines()[1]

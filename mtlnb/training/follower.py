@@ -273,20 +273,24 @@ def _failure_summary(output: str, output_path: Path | None, reported: str | None
     output's end; and where the whole output is.
     """
     lines = output.splitlines()
-    tracebacks: dict[str, list[str]] = {}  # source ("rank 0", or "" unprefixed) -> its lines since its last traceback
+    records: dict[str, list[list[str]]] = {}  # source ("rank 0", or "" unprefixed) -> its tracebacks' top-level lines
     for line in lines:
         source, text = "", line
         if line.startswith("[rank") and "]: " in line:
             prefix, _, text = line.partition("]: ")
             source = "rank " + prefix[len("[rank") :]
         if text.startswith("Traceback (most recent call last)"):
-            tracebacks[source] = []
-        elif source in tracebacks and text and not text[0].isspace():
-            tracebacks[source].append(text)
+            records.setdefault(source, []).append([])
+        elif text.startswith("python -m mtlnb.train: error:"):  # argparse refused the command line
+            records.setdefault(source, []).append([text])
+        elif records.get(source) and text and not text[0].isspace():
+            records[source][-1].append(text)
     by_error: dict[str, list[str]] = {}
-    for source, after in tracebacks.items():
-        if after:
-            by_error.setdefault(after[-1], []).append(source)
+    for source, found in records.items():
+        # A traceback's first top-level line is its exception; torchrun's own (ChildFailedError) says nothing new.
+        errors = [record[0] for record in found if record and not record[0].startswith("torch.distributed.elastic")]
+        if errors:
+            by_error.setdefault(errors[-1], []).append(source)
     parts = [_ranks(sources) + error for error, sources in by_error.items()]
     if not parts and reported:
         parts.append(f"rank 0 reported: {reported}")
