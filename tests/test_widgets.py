@@ -114,6 +114,19 @@ def test_the_end_of_a_run_leaves_a_static_picture_and_a_summary():
     assert "done at step 10" in summary.data and "Task1: loss" in summary.data
 
 
+def test_a_run_of_epochs_shows_its_progress_and_ends_on_a_picture_fitted_to_it():
+    dash = dashboard(n=160)  # 20 batches an epoch
+    dash.run.mute("Task3")  # a weight of 0: the weights' axis still starts at 0, not below
+    dash.start(epochs=3)
+    dash.wait(timeout=30)
+    assert dash.progress.max == 60 and dash.progress.value == 60  # known from the data's length: a bar and an ETA
+    assert dash.progress_text.value.startswith("step 60/60")
+    left, right = dash.figure.loss_axes.get_xlim()
+    assert left == 0 and 59 <= right <= 61, (left, right)  # the run as it happened, no room left to grow into
+    bottom, top = dash.figure.weight_axes.get_ylim()
+    assert -0.03 * top <= bottom <= 0, (bottom, top)
+
+
 def test_a_frame_that_fails_to_draw_is_reported_once_and_the_next_frame_draws(capsys):
     dash = dashboard(8192)
     dash.interval = 0.05

@@ -42,8 +42,11 @@ class TrainingFigure:
         self.canvas = FigureCanvasAgg(self.figure)
         self.loss_axes, self.weight_axes = self.figure.subplots(1, 2, width_ratios=[3, 2])
         colors = {name: TASK_COLORS[i % len(TASK_COLORS)] for i, name in enumerate(self.task_names)}
+        # Past the palette, colours come round again: the second round dashed, the third dotted.
+        styles = {name: ("-", "--", ":")[i // len(TASK_COLORS) % 3] for i, name in enumerate(self.task_names)}
         self.loss_lines = {
-            n: self.loss_axes.plot([], [], color=colors[n], lw=1.2, label=n, animated=True)[0] for n in self.task_names
+            n: self.loss_axes.plot([], [], styles[n], color=colors[n], lw=1.2, label=n, animated=True)[0]
+            for n in self.task_names
         }
         # Σ weight × loss, not the optimised objective: uncertainty weighting adds Σ log σ, which
         # goes negative and would fall off a log axis.
@@ -55,14 +58,18 @@ class TrainingFigure:
             for n in self.task_names
         }
         self.weight_lines = {
-            n: self.weight_axes.plot([], [], color=colors[n], lw=1.2, label=n, animated=True)[0]
+            n: self.weight_axes.plot([], [], styles[n], color=colors[n], lw=1.2, label=n, animated=True)[0]
             for n in self.task_names
         }
         self.loss_axes.set_title("task losses (o: validation)")
         self.weight_axes.set_title("effective weights (| : a change)")
         self.loss_axes.set_xlabel("step")
         self.weight_axes.set_xlabel("step")
-        self.loss_axes.legend(loc="upper right", fontsize=8)
+        # Over the lines, never under them: drawn once per full redraw, then pasted as pixels after
+        # each frame's lines (drawing its text every frame cost 9 of a frame's 30 ms).
+        self.legend = self.loss_axes.legend(loc="upper right", fontsize=8)
+        self.legend.set_animated(True)
+        self._legend_pixels: Any = None
         self.loss_axes.set_yscale("log" if log_scale else "linear")
         self._markers: list[Any] = []
         self._background: Any = None
@@ -127,16 +134,19 @@ class TrainingFigure:
         for event in changes[len(self._markers) :]:  # drawn with the lines: a change needs no full redraw
             self._markers.append(self.weight_axes.axvline(event["step"], color="grey", lw=0.8, ls=":", animated=True))
 
-    def render(self, full: bool | None = None) -> None:
+    def render(self, full: bool | None = None, *, final: bool = False) -> None:
         """Draw the frame: a blit of the lines over the cached axes, or a full redraw with new limits.
 
         `full=None` redraws fully when the data left the limits; `full=False` blits anyway while
         there are cached axes (lines past an edge are clipped until a full redraw is afforded).
+        `final=True` is the picture a finished run leaves: axes fitted to the data, no room to grow.
         """
-        if self._background is None or (full is not False and (full or not self._limits_hold())):
-            self._set_limits()
+        if final or self._background is None or (full is not False and (full or not self._limits_hold())):
+            self._set_limits(room=not final)
             self.canvas.draw()
             self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self.loss_axes.draw_artist(self.legend)
+            self._legend_pixels = self.canvas.copy_from_bbox(self.legend.get_window_extent())
             self.full_redraws += 1
         else:
             self.canvas.restore_region(self._background)
@@ -146,6 +156,7 @@ class TrainingFigure:
         ):
             for artist in artists:
                 axes.draw_artist(artist)
+        self.canvas.restore_region(self._legend_pixels)
         self.canvas.blit(self.figure.bbox)
 
     @property
@@ -168,11 +179,11 @@ class TrainingFigure:
         path = Path(path)
         artists = [
             *self.loss_lines.values(), self.total_line, *self.val_lines.values(), *self.weight_lines.values(),
-            *self._markers,
+            *self._markers, self.legend,
         ]  # fmt: skip
         for artist in artists:
             artist.set_animated(False)
-        self._set_limits()
+        self._set_limits(room=False)
         self.figure.savefig(path)
         for artist in artists:
             artist.set_animated(True)
@@ -181,11 +192,12 @@ class TrainingFigure:
 
     # ------------------------------------------------------------ limits
 
-    def _data_bounds(self, lines: Any) -> tuple[float, float, float, float] | None:
+    def _data_bounds(self, lines: Any, log: bool) -> tuple[float, float, float, float] | None:
+        """(x0, x1, y0, y1) of the lines' finite points (positive ones only on a log axis)."""
         xs, ys = [], []
         for line in lines:
             x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
-            keep = np.isfinite(y) & ((y > 0) if (self.log_scale and lines is not self.weight_lines.values()) else True)
+            keep = np.isfinite(y) & (y > 0) if log else np.isfinite(y)
             if keep.any():
                 xs += [x[keep].min(), x[keep].max()]
                 ys += [y[keep].min(), y[keep].max()]
@@ -202,8 +214,8 @@ class TrainingFigure:
         }
 
     def _limits_hold(self) -> bool:
-        for key, (_, lines, _) in self._panels().items():
-            bounds, limits = self._data_bounds(lines), self._limits.get(key)
+        for key, (_, lines, log) in self._panels().items():
+            bounds, limits = self._data_bounds(lines, log), self._limits.get(key)
             if bounds is None:
                 continue
             if (
@@ -217,22 +229,27 @@ class TrainingFigure:
                 return False
         return True
 
-    def _set_limits(self) -> None:
+    def _set_limits(self, room: bool = True) -> None:
+        """Fit the axes to the data; with `room`, the x-axis leaves space to grow into (a running run)."""
         for key, (axes, lines, log) in self._panels().items():
-            bounds = self._data_bounds(lines)
+            bounds = self._data_bounds(lines, log)
             if bounds is None:
                 continue
             x0, x1, y0, y1 = bounds
-            x1 = x0 + max(1.0, (x1 - x0)) * 1.5  # room to grow before the next full redraw
-            if self.expected_steps is not None and x1 < self.expected_steps:
-                x1 = float(self.expected_steps)  # the whole run's span: no full redraw as it grows
+            if room:
+                x1 = x0 + max(1.0, (x1 - x0)) * 1.5  # before the next full redraw
+                if self.expected_steps is not None and x1 < self.expected_steps:
+                    x1 = float(self.expected_steps)  # the whole run's span: no full redraw as it grows
+            else:
+                x1 = x0 + max(1.0, (x1 - x0)) * 1.02
             if log:
                 low, high = math.log10(max(y0, 1e-12)), math.log10(max(y1, 1e-12))
                 pad = max(0.3, 0.25 * (high - low))
                 y0, y1 = 10 ** (low - pad), 10 ** (high + pad)
             else:
                 pad = max(0.05 * abs(y1), 0.25 * (y1 - y0), 1e-3)
-                y0, y1 = y0 - pad, y1 + pad
+                # Weights and losses are never negative: no axis below zero (a muted task's 0 sits at the bottom).
+                y0, y1 = (max(y0 - pad, -0.02 * (y1 + pad)) if y0 >= 0 else y0 - pad), y1 + pad
             axes.set_xlim(x0, x1)
             axes.set_ylim(y0, y1)
             self._limits[key] = (x0, x1, y0, y1)

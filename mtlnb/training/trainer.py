@@ -216,7 +216,7 @@ class Trainer:
     def _run(self, epochs: int | None, steps: int | None, background: bool) -> None:
         last_epoch = self.epoch + epochs if epochs is not None else None
         last_step = self.step + steps if steps is not None else None
-        self._target_steps = last_step
+        self._target_steps = last_step if last_step is not None else self._expected_last_step(epochs)
         self._send(
             Update(
                 "start",
@@ -228,7 +228,7 @@ class Trainer:
                     "pid": os.getpid(),
                     "lr": self.lr,
                 },
-                last_step,
+                self._target_steps,
             )
         )
         synced = self._distributed or self.control_file is not None
@@ -262,6 +262,17 @@ class Trainer:
             self._send(
                 Update("end", self.step, {"state": self.state, "error": repr(self.error) if self.error else None})
             )
+
+    def _expected_last_step(self, epochs: int | None) -> int | None:
+        """Where `epochs` more epochs should end, when the data knows its length: for progress and ETA only
+        (an epoch ends when the data does, whatever this says)."""
+        try:
+            per_epoch = len(self.train_data)
+        except TypeError:  # a generator, an iterable without __len__
+            return None
+        if epochs is None or per_epoch <= 0:
+            return None
+        return self.step + epochs * per_epoch - self._batch_in_epoch
 
     def _at_boundary_should_stop(self) -> bool:
         if self.controls.has_pending:

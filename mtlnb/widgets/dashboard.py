@@ -268,7 +268,8 @@ class Dashboard:
         self.figure.update(history)
         began, redraws = time.perf_counter(), self.figure.full_redraws
         afford = began - self._last_full >= min(max(2.0, 39 * self._full_cost), 10.0)
-        self.figure.render(full=None if afford or self._ended.is_set() or self.run.state != "running" else False)
+        ended = self._ended.is_set()
+        self.figure.render(full=None if afford or ended or self.run.state != "running" else False, final=ended)
         if self.figure.full_redraws != redraws:
             self._last_full, self._full_cost = time.perf_counter(), time.perf_counter() - began
         self.image.value = self.figure.png()
