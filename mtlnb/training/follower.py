@@ -267,8 +267,9 @@ class JobFollower:
 def _failure_summary(output: str, output_path: Path | None, reported: str | None = None) -> str:
     """What a failed job's output says went wrong, shortest first.
 
-    Each rank's own exception (the last line of its last traceback; torchrun prefixes a
-    rank's lines with `[rankN]:`), or else what rank 0 `reported` in its history; then
+    Each rank's own exception (the exception line of its last traceback, or argparse's
+    error; torchrun prefixes a rank's lines with `[rankN]:`), or else what rank 0
+    `reported` in its history; then
     torchrun's "Root Cause" block (which rank failed, its exit code or signal), else the
     output's end; and where the whole output is.
     """

@@ -264,8 +264,10 @@ class Trainer:
             )
 
     def _expected_last_step(self, epochs: int | None) -> int | None:
-        """Where `epochs` more epochs should end, when the data knows its length: for progress and ETA only
-        (an epoch ends when the data does, whatever this says)."""
+        """Where `epochs` more epochs should end, when the data knows its length.
+
+        For progress bars and ETAs only: an epoch ends when the data does, whatever this says.
+        """
         try:
             per_epoch = len(self.train_data)
         except TypeError:  # a generator, an iterable without __len__
