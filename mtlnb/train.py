@@ -36,14 +36,20 @@ def rank_path(path: str | Path, rank: int) -> Path:
     return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
+def split_model_spec(spec: Any, prefix: str = "mtlnb.train --model: ") -> tuple[str, str]:
+    """`path/to/file.py:function` or `package.module:function` to (target, function), the file checked to exist."""
+    target, _, name = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if not target or not name:
+        raise MTLError(f"{prefix}model should be 'FILE.py:FUNCTION' or 'MODULE:FUNCTION'. Found {spec!r}.")
+    if target.endswith(".py") and not Path(target).is_file():
+        raise MTLError(f"{prefix}model file {target!r} does not exist (relative paths start at {Path.cwd()})")
+    return target, name
+
+
 def load_builder(spec: str) -> Any:
     """`path/to/file.py:function` or `package.module:function` to the function."""
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise MTLError(f"--model should be FILE.py:FUNCTION or MODULE:FUNCTION; got {spec!r}")
+    target, name = split_model_spec(spec)
     if target.endswith(".py"):
-        if not Path(target).is_file():
-            raise MTLError(f"--model: no file {target!r} (from {Path.cwd()})")
         module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)

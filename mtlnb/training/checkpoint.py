@@ -84,13 +84,7 @@ def load_checkpoint(
     if strategy is not None:
         model.use_weighting(strategy)
         kwargs["weighting"] = strategy  # the Trainer gives its learned weights to the optimizer
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise MTLError(
-            f"{path} was saved from a model with other layers: build the model from the spec it was trained "
-            f"with, then load. What differs: {error}"
-        ) from None
+    model.load_state_dict(state["model"])  # keys and shapes checked above
     trainer = cls(model, optimizer, train_data, **kwargs)
     optimizer.load_state_dict(state["optimizer"])
     trainer._multipliers = list(state["spec_multipliers"])
@@ -154,12 +148,11 @@ def _check_fits(path: Path, model: Any, optimizer: Any, strategy: Any, state: di
             f"{path} was saved from a model with other layers: build the model from the spec it was trained "
             f"with, then load. What differs: {shown}"
         )
-    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    from .trainer import learned_weights_missing
+
     groups = [len(group["params"]) for group in optimizer.param_groups]
-    if strategy is not None and (
-        learned := [p for p in strategy.parameters() if p.requires_grad and id(p) not in known]
-    ):
-        groups.append(len(learned))  # the Trainer adds the strategy's learned weights as a group of their own
+    if strategy is not None and (learned := learned_weights_missing(optimizer, strategy)):
+        groups.append(len(learned))
     saved_groups = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
     if groups != saved_groups:
         raise MTLError(

@@ -354,13 +354,10 @@ def launch(
 
 def _check_launch(model: str, nproc: Any, steps: Any, epochs: Any, weighting: str, batch: Any, lr: Any) -> None:
     """Refuse here, in the notebook, what the job would only refuse after torchrun started its ranks."""
+    from ..train import split_model_spec  # mtlnb.train imports this package: not at import time
     from ..weighting import options
 
-    target, _, function = model.rpartition(":") if isinstance(model, str) else ("", "", "")
-    if not target or not function:
-        raise MTLError(f"launch: model should be 'FILE.py:FUNCTION' or 'MODULE:FUNCTION'. Found {model!r}.")
-    if target.endswith(".py") and not Path(target).is_file():
-        raise MTLError(f"launch: model file {target!r} does not exist (relative paths start at {Path.cwd()})")
+    split_model_spec(model, "launch: ")
     if not is_positive_int(nproc):
         raise MTLError(f"launch: nproc should be a whole number of processes >= 1. Found {nproc!r}.")
     if (steps is None) == (epochs is None):

@@ -70,9 +70,7 @@ class Trainer:
         self.model, self.optimizer, self.train_data, self.val_data = model, optimizer, train_data, val_data
         if weighting is not None:
             strategy = model.use_weighting(weighting)
-            # Unless the optimizer has them already: built from model.parameters() once the model had the strategy.
-            known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            learned = [p for p in strategy.parameters() if p.requires_grad and id(p) not in known]
+            learned = learned_weights_missing(optimizer, strategy)
             if learned:
                 optimizer.add_param_group({"params": learned})
         self.task_names: tuple[str, ...] = tuple(model.loss_tasks)
@@ -581,6 +579,13 @@ class Trainer:
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(cls, Path(path), model, optimizer, train_data, **kwargs)
+
+
+def learned_weights_missing(optimizer: torch.optim.Optimizer, strategy: Any) -> list[torch.Tensor]:
+    """The strategy's learned weights that the optimizer lacks (none if it was built from
+    model.parameters() once the model had the strategy): the Trainer adds them as a group of their own."""
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [p for p in strategy.parameters() if p.requires_grad and id(p) not in known]
 
 
 def _split_batch(batch: Any, output_tasks: list[str]) -> tuple[Any, Any]:

@@ -214,7 +214,7 @@ class Dashboard:
                 ended = self._ended.wait(wait)
                 if self._closing:
                     return
-                if self._dirty or self.run.step != self._drawn_step:
+                if not ended and (self._dirty or self.run.step != self._drawn_step):  # the end draws below
                     self._dirty = False
                     began = time.perf_counter()
                     self._render_or_report()
