@@ -159,6 +159,44 @@ def test_a_nan_loss_skips_the_update_and_names_the_task_and_step():
     assert trainer.step == 5 and not all(torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
 
 
+@pytest.mark.parametrize("weighting", [None, *mtlnb.weighting.list_weightings()])
+def test_a_muted_task_whose_loss_stays_nan_lets_training_go_on(weighting):
+    data = [(x, [t1, t2, torch.full_like(t3, math.nan)]) for x, (t1, t2, t3) in batches()]
+    trainer = make_trainer(weighting=weighting, data=data)
+    with pytest.raises(NonFiniteLossError, match="Task3"):
+        trainer.fit(steps=3)
+    trainer.mute("Task3")
+    trainer.fit(epochs=1)  # every later batch has the NaN too: the muted task reaches nothing
+    assert trainer.state == "done" and trainer.step == 8
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert math.isfinite(trainer.history.last()["total"]) and math.isnan(trainer.history.last()["loss/Task3"])
+
+
+def test_gradients_are_cleared_for_a_parameter_group_added_after_the_trainer():
+    trainer = make_trainer()
+    trainer.fit(steps=1)
+    extra = nn.Parameter(torch.ones(()))
+    trainer.optimizer.add_param_group({"params": [extra]})
+    extra.grad = torch.full((), math.nan)  # left over from elsewhere: cleared, then never given a gradient
+    trainer.fit(steps=2)
+    assert extra.grad is None and torch.equal(extra.detach(), torch.ones(()))
+
+
+def test_an_optimizer_with_its_own_zero_grad_gets_it_called():
+    calls = []
+
+    class Counting(torch.optim.SGD):
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            calls.append(set_to_none)
+            super().zero_grad(set_to_none)
+
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(task3_weight=1.0), README_OUTPUTS)
+    trainer = Trainer(model, Counting(model.parameters(), lr=1e-3), batches(), outputs=[])
+    trainer.fit(steps=3)
+    assert calls == [True, True, True]
+
+
 def test_a_nan_in_the_background_pauses_with_parameters_unchanged():
     trainer = make_trainer(data=nan_batches(2))
     snapshots = []

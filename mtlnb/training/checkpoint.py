@@ -87,7 +87,7 @@ def load_checkpoint(
     model.load_state_dict(state["model"])  # keys and shapes checked above
     trainer = cls(model, optimizer, train_data, **kwargs)
     optimizer.load_state_dict(state["optimizer"])
-    trainer._multipliers = list(state["spec_multipliers"])
+    trainer._set_spec_multipliers(list(state["spec_multipliers"]))
     trainer._unmuted = dict(state["unmuted"])
     trainer.history.load_state_dict(state["history"])
     trainer.step, trainer.epoch, trainer._batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]

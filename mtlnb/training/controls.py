@@ -37,6 +37,9 @@ class Controls:
         self._pending: list[Change] = []
         self._paused = False
         self._stopping = False
+        # True while anything waits for the loop (a change, a pause, a stop): the one attribute a
+        # step reads when nothing does. Set under the lock by every request, cleared by `take`.
+        self.attention = False
 
     # ------------------------------------------------------------ asked from any thread
 
@@ -64,7 +67,7 @@ class Controls:
 
     def pause(self) -> None:
         with self._lock:
-            self._paused = True
+            self._paused = self.attention = True
 
     def resume(self) -> None:
         with self._wake:
@@ -73,7 +76,7 @@ class Controls:
 
     def stop(self) -> None:
         with self._wake:
-            self._stopping = True
+            self._stopping = self.attention = True
             self._wake.notify_all()
 
     # ------------------------------------------------------------ read by the training loop
@@ -93,6 +96,7 @@ class Controls:
     def take(self) -> list[Change]:
         with self._lock:
             pending, self._pending = self._pending, []
+            self.attention = self._paused or self._stopping
         return pending
 
     def wait_while_paused(self, timeout: float | None = None) -> None:
@@ -106,12 +110,14 @@ class Controls:
         with self._lock:
             self._stopping = False
             self._paused = False
+            self.attention = bool(self._pending)
 
     # ------------------------------------------------------------ checks
 
     def _queue(self, change: Change) -> None:
         with self._lock:
             self._pending.append(change)
+            self.attention = True
 
     def _task(self, task: str) -> str:
         if task not in self.task_names:

@@ -36,6 +36,8 @@ class History:
         width = len(self.columns)
         # Recent rows stay Python tuples (one append a step, measured 10x cheaper inside a
         # training step than writing a numpy row); arrays are built when folding or reading.
+        # A row is (step, total, lr, seconds, *losses, *weights): the weighted losses, their
+        # products, are computed for all rows at once when arrays are built.
         self._capacity = max(recent, 2)
         self._rows: list[tuple[float, ...]] = []
         # Appends are atomic; a fold (archive written, then rows dropped) is not, so a fold and a
@@ -58,9 +60,7 @@ class History:
     def log(
         self, step: int, total: float, lr: float, seconds: float, losses: Sequence[float], weights: Sequence[float]
     ) -> None:
-        self._rows.append(
-            (step, total, lr, seconds, *losses, *(v * w for v, w in zip(losses, weights, strict=False)), *weights)
-        )
+        self._rows.append((step, total, lr, seconds, *losses, *weights))
         self.steps_logged += 1
         if len(self._rows) >= self._capacity:
             self._fold()
@@ -82,7 +82,7 @@ class History:
 
     def _fold_locked(self) -> None:
         half = len(self._rows) // 2
-        steps, rows = _as_arrays(self._rows[:half])
+        steps, rows = self._as_arrays(self._rows[:half])
         start = 0
         while start < half:
             if self._archived == len(self._low):
@@ -107,6 +107,15 @@ class History:
         del self._rows[:half]
         self._folds += 1
 
+    def _as_arrays(self, rows: list[tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """Recent rows as an array of steps and a 2-D array of every column's values."""
+        n = len(self.task_names)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
+        table = np.array(rows, dtype=np.float64)
+        losses, weights = table[:, 4 : 4 + n], table[:, 4 + n :]
+        return table[:, 0].astype(np.int64), np.hstack([table[:, 1 : 4 + n], losses * weights, weights])
+
     def _merge_archive(self) -> None:
         """Halve the archive by merging neighbouring buckets; new buckets are twice as long."""
         n = self._archived - self._archived % 2
@@ -126,7 +135,8 @@ class History:
     @property
     def nbytes(self) -> int:
         """Memory held, in bytes (recent rows counted as Python tuples of floats)."""
-        row = sys.getsizeof((0.0,) * (len(self.columns) + 1)) + 24 * (len(self.columns) + 1)
+        width = 4 + 2 * len(self.task_names)
+        row = sys.getsizeof((0.0,) * width) + 24 * width
         return row * len(self._rows) + sum(a.nbytes for a in (self._low, self._high, self._spans))
 
     def last(self) -> dict[str, float]:
@@ -134,8 +144,8 @@ class History:
         rows = self._rows  # read once: a checkpoint being loaded replaces the list
         if not rows:
             return {}
-        step, *values = rows[-1]
-        return {"step": int(step), **dict(zip(self.columns, values, strict=True))}
+        steps, values = self._as_arrays(rows[-1:])
+        return {"step": int(steps[0]), **dict(zip(self.columns, values[0].tolist(), strict=True))}
 
     def view(self) -> HistoryView:
         """The history as of now, unchanged by later steps: read every column of one frame from one view."""
@@ -149,10 +159,7 @@ class History:
                 a = self._archived
                 self._archive_copy = (self._folds, self._low[:a].copy(), self._high[:a].copy(), self._spans[:a].copy())
             _, low, high, spans = self._archive_copy
-        if rows:
-            steps, values = _as_arrays(rows)
-        else:
-            steps, values = np.zeros(0, dtype=np.int64), np.zeros((0, len(self.columns)))
+        steps, values = self._as_arrays(rows)
         self._view = view = HistoryView(self.columns, logged, low, high, spans, steps, values)
         return view
 
@@ -202,8 +209,9 @@ class History:
     def state_dict(self) -> dict[str, Any]:
         import torch
 
+        steps, values = self._as_arrays(self._rows)
         return {
-            "rows": torch.tensor(self._rows, dtype=torch.float64) if self._rows else torch.zeros(0, len(self.columns) + 1, dtype=torch.float64),
+            "rows": torch.from_numpy(np.column_stack([steps.astype(np.float64), values])),
             "low": torch.from_numpy(self._low.copy()),
             "high": torch.from_numpy(self._high.copy()), "spans": torch.from_numpy(self._spans.copy()),
             "archived": self._archived, "bucket": self._bucket, "steps_logged": self.steps_logged,
@@ -212,7 +220,8 @@ class History:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with self._fold_lock:
-            self._rows = [tuple(row) for row in state["rows"].tolist()]
+            n = len(self.task_names)  # a checkpoint's rows hold every column; ours leave out the products
+            self._rows = [(*row[: 4 + n], *row[4 + 2 * n :]) for row in state["rows"].tolist()]
             self._low, self._high, self._spans = (
                 state["low"].numpy().copy(),
                 state["high"].numpy().copy(),
@@ -257,12 +266,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
-
-
-def _as_arrays(rows: list[tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of (step, *values) as an array of steps and a 2-D array of values."""
-    table = np.array(rows, dtype=np.float64)
-    return table[:, 0].astype(np.int64), table[:, 1:]
 
 
 def _min_max(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

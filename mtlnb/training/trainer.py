@@ -86,19 +86,26 @@ class Trainer:
         self.error: BaseException | None = None
         self.step = 0  # optimizer steps taken (the index of the next step)
         self.epoch = 0  # complete epochs
-        self._multipliers = [1.0] * len(self.task_names)  # spec weighting only; strategies keep their own
         self._unmuted: dict[str, float] = {}
         self._iterator: Any = None
         self._batch_in_epoch = 0
         self._epoch_rng: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
-        self._parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self._parameters: list[torch.Tensor] = []  # the optimizer's, refreshed when it gains a group
+        self._parameter_groups = 0
+        # Optimizer.zero_grad(set_to_none=True) sets each .grad to None inside a profiler scope:
+        # about 25 µs a step on the README model, more than all the Trainer's own bookkeeping.
+        # For optimizers that keep that method, the Trainer does the same directly.
+        self._clear_directly = type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad
         self._target_steps: int | None = None
         self._found_inf, self._one = torch.zeros(1), torch.ones(1)
-        # The spec's weights by loss task: a constant, or the 'auto' task's log-variance parameter.
-        self._weight_sources = [
-            model.log_vars.get(n, w) for n, w in zip(self.task_names, model.spec_weights(), strict=True)
+        # The spec's weighting (no strategy): multiplier × fixed weight per task, times exp(-s) for
+        # the 'auto' tasks, whose log-variance s is learned. The multipliers change rarely, s every step.
+        self._fixed_weights = [
+            1.0 if n in model.log_vars else w for n, w in zip(self.task_names, model.spec_weights(), strict=True)
         ]
+        self._auto_tasks = [(i, model.log_vars[n]) for i, n in enumerate(self.task_names) if n in model.log_vars]
+        self._set_spec_multipliers([1.0] * len(self.task_names))  # strategies keep their own
         self._all_have_batch, self._total_batch = True, 0
         self._held_batch: Any = None
         from ..weighting.base import GradientWeighting
@@ -230,8 +237,13 @@ class Trainer:
             )
         )
         synced = self._distributed or self.control_file is not None
+        controls = self.controls
+        train_step = self._train_step if self._distributed else self._step
+        # Each line of this loop runs once a step: it reads one flag when nothing was asked for.
         try:
-            while synced or not self._at_boundary_should_stop():
+            while True:
+                if not synced and controls.attention and self._at_boundary_should_stop():
+                    break
                 if last_step is not None and self.step >= last_step:
                     break
                 if last_epoch is not None and self.epoch >= last_epoch:
@@ -245,7 +257,7 @@ class Trainer:
                     self._end_epoch()
                     continue
                 try:
-                    self._train_step(batch)
+                    train_step(batch)
                 except NonFiniteLossError as error:
                     if not background:
                         raise
@@ -275,18 +287,22 @@ class Trainer:
         return self.step + epochs * per_epoch - self._batch_in_epoch
 
     def _at_boundary_should_stop(self) -> bool:
-        if self.controls.has_pending:
-            self._apply(self.controls.take())
-        if self.controls.paused and not self.controls.stopping:
+        """Apply what was asked since the last step; wait here while paused. Called when `controls.attention`."""
+        controls = self.controls
+        changes = controls.take()
+        if changes:
+            self._apply(changes)
+        if controls.paused and not controls.stopping:
             self.state = "paused"
             self._send(Update("event", self.step, {"kind": "pause", "state": "paused"}))
-            self.controls.wait_while_paused()
-            if self.controls.has_pending:  # changes made while paused take effect on resuming
-                self._apply(self.controls.take())
+            controls.wait_while_paused()
+            changes = controls.take()  # changes made while paused take effect on resuming
+            if changes:
+                self._apply(changes)
             self.state = "running"
-            if not self.controls.stopping:
+            if not controls.stopping:
                 self._send(Update("event", self.step, {"kind": "resume", "state": "running"}))
-        return self.controls.stopping
+        return controls.stopping
 
     def _at_synced_boundary_should_stop(self, batch: Any) -> bool:
         """The step boundary with a control file or other ranks: read, agree, apply; wait here while paused."""
@@ -366,7 +382,7 @@ class Trainer:
                 if strategy is not None:
                     strategy.set_multiplier(index, value)
                 else:
-                    self._multipliers[index] = value
+                    self._set_spec_multipliers([*self._multipliers[:index], value, *self._multipliers[index + 1 :]])
             elif change.kind == "lr":
                 for group in self.optimizer.param_groups:
                     group["lr"] = value
@@ -388,16 +404,23 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def _train_step(self, batch: Any) -> None:
-        if not self._distributed:
-            return self._step(batch)
+        """A step of one rank under torchrun: gradients averaged over the ranks' batches."""
         with distributed.averaging(_batch_size(batch[0]), self._total_batch):
             return self._step(batch)
 
     def _step(self, batch: Any) -> None:
+        # The hot path: every line here is paid on every step, on top of the user's own forward,
+        # backward and optimizer step (benchmarks/bench_training.py); the rare cases branch out.
         start = time.perf_counter()
         inputs, targets = batch
         model, strategy = self.model, self.model.weighting
-        self.optimizer.zero_grad(set_to_none=True)
+        if len(self.optimizer.param_groups) != self._parameter_groups:
+            self._find_parameters()
+        if self._clear_directly:
+            for parameter in self._parameters:
+                parameter.grad = None
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         y_hat = model(inputs)[0]
         per_task = model.task_losses(y_hat, targets)
         if self._distributed:  # the full batch's losses, the same on every rank (a NaN anywhere is a NaN everywhere)
@@ -405,25 +428,24 @@ class Trainer:
             distributed.average_([values])
             losses = values.tolist()
         else:
-            losses = [loss.item() for loss in per_task.values()]
-        if not all(math.isfinite(v) for v in losses):
-            bad = [name for name, v in zip(self.task_names, losses, strict=True) if not math.isfinite(v)]
-            self._skip(
-                losses,
-                f"the loss of task{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} is not finite ({', '.join(str(losses[self.task_names.index(b)]) for b in bad)})",
-                bad,
-            )
+            losses = list(map(torch.Tensor.item, per_task.values()))
+        if not math.isfinite(sum(losses)):  # one test for all tasks; which ones, only when it fails
+            self._check_losses(losses)
         if strategy is None:
             total_tensor = model.weighted_total(per_task, self._multipliers)
             total_tensor.backward()
-            weights = self._spec_weights()
+            weights = self._spec_base
+            if self._auto_tasks:
+                weights = weights.copy()
+                for index, log_var in self._auto_tasks:
+                    weights[index] *= math.exp(-log_var.item())
         else:
             total_tensor = model.backward_losses(per_task)
             weights = strategy.weights.tolist()
         total = total_tensor.item()
         if self._distributed:
             if self._strategy_averages:  # combined from per-task gradients already averaged across ranks
-                total = sum(w * v for w, v in zip(weights, losses, strict=True))
+                total = sum(w * v for w, v in zip(weights, losses, strict=True) if w)
             else:  # one backward of the weighted total: average its gradients (and the total, for the history)
                 carry = total_tensor.detach().reshape(1).clone()
                 distributed.average_([*(g for p in self._parameters if (g := p.grad) is not None), carry])
@@ -438,30 +460,53 @@ class Trainer:
         self.history.log(self.step, total, lr, seconds, losses, weights)
         self.step += 1
         self._batch_in_epoch += 1
-        watching = step_outputs(self.outputs)
-        if watching:
-            names = self.task_names
-            update = Update(
-                "step",
-                self.step,
-                {
-                    "losses": dict(zip(names, losses, strict=True)),
-                    "weights": dict(zip(names, weights, strict=True)),
-                    "total": total,
-                    "lr": lr,
-                    "seconds": seconds,
-                },
-                self._target_steps,
-            )
-            for output in watching:
-                output.send(update)
+        if self.outputs:
+            self._send_step(losses, weights, total, lr, seconds)
 
-    def _spec_weights(self) -> list[float]:
-        """Effective weights under the spec's weighting: multiplier × (fixed weight, or exp(-s) of an 'auto' task)."""
-        return [
-            m * (source if isinstance(source, float) else math.exp(-source.item()))
-            for m, source in zip(self._multipliers, self._weight_sources, strict=False)
+    def _find_parameters(self) -> None:
+        groups = self.optimizer.param_groups
+        self._parameters = [p for group in groups for p in group["params"]]
+        self._parameter_groups = len(groups)
+
+    def _check_losses(self, losses: list[float]) -> None:
+        """Skip the step if a task that trains has a non-finite loss; a muted task's loss reaches nothing."""
+        multipliers = self.multipliers
+        bad = [
+            name
+            for name, value in zip(self.task_names, losses, strict=True)
+            if not math.isfinite(value) and multipliers[name] > 0
         ]
+        if bad:
+            found = ", ".join(str(losses[self.task_names.index(b)]) for b in bad)
+            self._skip(
+                losses,
+                f"the loss of task{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} is not finite ({found})",
+                bad,
+            )
+
+    def _send_step(self, losses: list[float], weights: list[float], total: float, lr: float, seconds: float) -> None:
+        watching = step_outputs(self.outputs)
+        if not watching:
+            return
+        names = self.task_names
+        update = Update(
+            "step",
+            self.step,
+            {
+                "losses": dict(zip(names, losses, strict=True)),
+                "weights": dict(zip(names, weights, strict=True)),
+                "total": total,
+                "lr": lr,
+                "seconds": seconds,
+            },
+            self._target_steps,
+        )
+        for output in watching:
+            output.send(update)
+
+    def _set_spec_multipliers(self, multipliers: list[float]) -> None:
+        self._multipliers = multipliers
+        self._spec_base = [m * w for m, w in zip(multipliers, self._fixed_weights, strict=True)]
 
     def _skip(self, losses: list[float], reason: str, tasks: list[str]) -> None:
         """Drop this update (parameters untouched), record why, and raise for the loop to pause."""
@@ -486,6 +531,16 @@ class Trainer:
     # ------------------------------------------------------------ data and epochs
 
     def _next_batch(self) -> Any:
+        """The next `(inputs, targets)` of this epoch, or None when the epoch's data has run out."""
+        iterator = self._iterator
+        if iterator is not None and self._held_batch is None:  # within an epoch: every step but the first
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return None
+            if type(batch) is tuple and len(batch) == 2:
+                return batch
+            return _split_batch(batch, self.model.output_tasks)
         if self._held_batch is not None:
             batch, self._held_batch = self._held_batch, None
             return batch
@@ -625,19 +680,24 @@ def _batch_size(inputs: Any) -> int:
 def _finite_gradients(grads: list[torch.Tensor], found_inf: torch.Tensor, one: torch.Tensor) -> bool:
     """Whether every gradient is finite, in one fused pass (GradScaler's check, scale 1: values unchanged).
 
-    17 µs on the README model against 39 µs for the cheapest unfused check, which
-    matters on a 1.6 ms step.
+    `found_inf` is zero on entry and left zero on return, so the common case runs one kernel.
+    On the README model's 25 gradients: 7 µs alone, against 39 µs for the cheapest unfused
+    check; inside a 0.6 ms step it still costs about 15-20 µs, the largest part of the
+    Trainer's bookkeeping.
     """
     if not grads:
         return True
-    found_inf.zero_()
     try:
-        if found_inf.device != grads[0].device:
-            found_inf.data, one.data = found_inf.to(grads[0].device), one.to(grads[0].device)
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, one)
-    except (AttributeError, RuntimeError):  # a device or build without the fused kernel
-        return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-    return not bool(found_inf.item())
+    except (AttributeError, RuntimeError):
+        if found_inf.device == grads[0].device:  # a device or build without the fused kernel
+            return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        found_inf.data, one.data = found_inf.to(grads[0].device), one.to(grads[0].device)  # the model moved
+        return _finite_gradients(grads, found_inf, one)
+    if found_inf.item():
+        found_inf.zero_()
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- random states

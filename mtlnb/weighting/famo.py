@@ -67,7 +67,7 @@ class FAMO(LossWeighting):
     def compute_weights(self, losses: torch.Tensor) -> torch.Tensor:
         current = losses.double().cpu()
         active = self.multipliers.cpu() > 0  # a muted task must not move the others' weights
-        if not torch.isnan(self.previous_losses).any():
+        if not torch.isnan(self.previous_losses[active]).any():  # a muted task's loss may be NaN: it is left out
             delta = torch.where(active, self._log_gap(self.previous_losses) - self._log_gap(current), 0.0)
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(torch.softmax(self._logits, 0), self._logits, grad_outputs=delta)
@@ -77,8 +77,8 @@ class FAMO(LossWeighting):
         self.previous_losses.copy_(current)
         z = torch.softmax(self._logits.detach().masked_fill(~active, -math.inf), 0)
         gaps = current - self.min_losses + 1e-8
-        c = (z / gaps).sum()
-        return (z / (c * gaps)).to(losses)
+        shares = torch.where(active, z / gaps, 0.0)
+        return (shares / shares.sum()).to(losses)  # zᵢ / (c·gapᵢ) with c = Σ zⱼ / gapⱼ
 
     def get_extra_state(self) -> dict[str, Any]:
         # A snapshot: the optimizer's state dict holds references to tensors it updates in place.
