@@ -108,4 +108,10 @@ def task_gradient_norms(
             )
             per_task.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared, strict=True)])
         distributed.average_([g for grads in per_task for g in grads])
-    return torch.stack([torch.nn.utils.get_total_norm(grads) for grads in per_task]).tolist()
+    # One fused norm per gradient, then per task: get_total_norm, called per task, cost 60 µs
+    # each (its compile guard and grouping), 9% of the benchmark's step for three tasks.
+    try:
+        norms = torch.stack(torch._foreach_norm([g.float() for grads in per_task for g in grads]))
+    except RuntimeError:  # parameters on several devices: get_total_norm groups them
+        return torch.stack([torch.nn.utils.get_total_norm(grads).cpu() for grads in per_task]).tolist()
+    return torch.linalg.vector_norm(norms.view(len(per_task), -1), dim=1).tolist()
