@@ -67,7 +67,7 @@ class FAMO(LossWeighting):
     def compute_weights(self, losses: torch.Tensor) -> torch.Tensor:
         current = losses.double().cpu()
         active = self.multipliers.cpu() > 0  # a muted task must not move the others' weights
-        if not torch.isnan(self.previous_losses[active]).any():  # a muted task's loss may be NaN: it is left out
+        if not torch.where(active, self.previous_losses, 0.0).isnan().any():  # a muted task's loss may be NaN
             delta = torch.where(active, self._log_gap(self.previous_losses) - self._log_gap(current), 0.0)
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(torch.softmax(self._logits, 0), self._logits, grad_outputs=delta)
