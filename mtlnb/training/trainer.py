@@ -382,7 +382,8 @@ class Trainer:
                 if strategy is not None:
                     strategy.set_multiplier(index, value)
                 else:
-                    self._set_spec_multipliers([*self._multipliers[:index], value, *self._multipliers[index + 1 :]])
+                    self._multipliers[index] = value
+                    self._set_spec_multipliers(self._multipliers)
             elif change.kind == "lr":
                 for group in self.optimizer.param_groups:
                     group["lr"] = value
@@ -505,6 +506,7 @@ class Trainer:
             output.send(update)
 
     def _set_spec_multipliers(self, multipliers: list[float]) -> None:
+        """Set the spec weighting's multipliers and the weights the step reads, derived from them."""
         self._multipliers = multipliers
         self._spec_base = [m * w for m, w in zip(multipliers, self._fixed_weights, strict=True)]
 
@@ -532,36 +534,33 @@ class Trainer:
 
     def _next_batch(self) -> Any:
         """The next `(inputs, targets)` of this epoch, or None when the epoch's data has run out."""
-        iterator = self._iterator
-        if iterator is not None and self._held_batch is None:  # within an epoch: every step but the first
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return None
-            if type(batch) is tuple and len(batch) == 2:
-                return batch
-            return _split_batch(batch, self.model.output_tasks)
         if self._held_batch is not None:
             batch, self._held_batch = self._held_batch, None
             return batch
         if self._iterator is None:
-            if self._batch_in_epoch == 0:
-                sampler = getattr(self.train_data, "sampler", None)
-                if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by epoch, alike on every rank
-                    sampler.set_epoch(self.epoch)
-                self._epoch_rng = rng_state(self.train_data)
-                self._iterator = iter(self.train_data)
-            else:  # resumed mid-epoch from a checkpoint: replay the epoch's shuffle, skip what was done
-                now = rng_state(self.train_data)
-                set_rng_state(self._epoch_rng, self.train_data)
-                self._iterator = iter(self.train_data)
-                for _ in range(self._batch_in_epoch):
-                    next(self._iterator)
-                set_rng_state(now, self.train_data)
+            self._open_epoch()
         try:
-            return _split_batch(next(self._iterator), self.model.output_tasks)
+            batch = next(self._iterator)
         except StopIteration:
             return None
+        if type(batch) is tuple and len(batch) == 2:  # the usual (inputs, targets), without a call
+            return batch
+        return _split_batch(batch, self.model.output_tasks)
+
+    def _open_epoch(self) -> None:
+        if self._batch_in_epoch == 0:
+            sampler = getattr(self.train_data, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by epoch, alike on every rank
+                sampler.set_epoch(self.epoch)
+            self._epoch_rng = rng_state(self.train_data)
+            self._iterator = iter(self.train_data)
+        else:  # resumed mid-epoch from a checkpoint: replay the epoch's shuffle, skip what was done
+            now = rng_state(self.train_data)
+            set_rng_state(self._epoch_rng, self.train_data)
+            self._iterator = iter(self.train_data)
+            for _ in range(self._batch_in_epoch):
+                next(self._iterator)
+            set_rng_state(now, self.train_data)
 
     def _end_epoch(self) -> None:
         if self._batch_in_epoch == 0:
