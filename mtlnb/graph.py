@@ -327,10 +327,13 @@ class MTLModel(nn.Module):
                 f"state and the optimizer's belong to the first. Build a new MTLModel for {asked!r}, or leave out "
                 f"weighting= to go on with {self.weighting.name!r}"
             )
-        if len(self.log_vars):
+        if len(self.log_vars):  # its learned s is a parameter of this model, already in the user's optimizer
+            asked = weighting if isinstance(weighting, str) else getattr(weighting, "name", type(weighting).__name__)
             raise SpecError(
                 [
-                    f"task {name!r}, key 'loss_weight': 'auto' learns its weight inside the model; pass weighting= when building it"
+                    f"task {name!r}, key 'loss_weight': 'auto' already learns this task's weight inside the model "
+                    f"(uncertainty weighting), so the model cannot take weighting={asked!r} as well; give {name!r} a "
+                    "number as loss_weight to use it, or leave out weighting= to keep 'auto'"
                     for name in self.log_vars
                 ]
             )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import mtlnb
-from mtlnb import MTLError, MTLModel, NonFiniteLossError, Trainer
+from mtlnb import MTLError, MTLModel, NonFiniteLossError, SpecError, Trainer
 from mtlnb.outputs import ConsoleProgress, JsonLinesLogger
 from mtlnb.training import History
 
@@ -587,6 +587,19 @@ def test_a_trainer_cell_run_twice_on_one_model_goes_on_with_its_strategy():
         MTLError, match=r"already uses weighting 'uncertainty', so it cannot take 'pcgrad'.*new MTLModel"
     ):
         Trainer(model, torch.optim.SGD(model.parameters(), lr=1e-2), batches(), weighting="pcgrad", outputs=[])
+
+
+def test_a_strategy_for_a_model_with_an_auto_task_is_refused_naming_the_task_and_the_ways_out():
+    torch.manual_seed(0)
+    model = MTLModel(readme_tasks(), README_OUTPUTS)  # Task3 is 'auto': its s is already in the optimizer
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with pytest.raises(SpecError) as raised:
+        Trainer(model, optimizer, batches(), weighting="pcgrad", outputs=[])
+    message = str(raised.value)
+    assert "task 'Task3', key 'loss_weight'" in message
+    for part in ("weighting='pcgrad'", "a number as loss_weight", "leave out weighting="):
+        assert part in message
+    assert model.weighting is None and len(optimizer.param_groups) == 1  # nothing changed
 
 
 def test_auto_tasks_under_uncertainty_weighting_train_with_the_trainer():
