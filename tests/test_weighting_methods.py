@@ -190,13 +190,77 @@ def test_famo_step_follows_the_gradient_of_its_weighted_log_loss():
         torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-7)
 
 
+class FamoReference:
+    """The paper's FAMO written with autograd and torch.optim.Adam: ξ a leaf tensor, its own optimizer."""
+
+    def __init__(self, minimum: list[float], gamma: float, w_lr: float) -> None:
+        self.minimum = torch.tensor(minimum, dtype=torch.float64)
+        self.logits = torch.zeros(len(minimum), dtype=torch.float64, requires_grad=True)
+        self.adam = torch.optim.Adam([self.logits], lr=w_lr, weight_decay=gamma)
+        self.previous: torch.Tensor | None = None
+
+    def weights(self, losses: torch.Tensor, multipliers: list[float]) -> torch.Tensor:
+        active = torch.tensor(multipliers) > 0
+        now = losses.double()
+        if self.previous is not None:  # d = log(L_prev − min) − log(L_now − min), 0 for a muted task
+            previous_log_gap, log_gap = (torch.log(loss - self.minimum + 1e-8) for loss in (self.previous, now))
+            d = torch.where(active, previous_log_gap - log_gap, 0.0)
+            self.adam.zero_grad()
+            (self.logits.grad,) = torch.autograd.grad(torch.softmax(self.logits, 0), self.logits, grad_outputs=d)
+            self.adam.step()
+        self.previous = now
+        z = torch.softmax(self.logits.detach().masked_fill(~active, -math.inf), 0)
+        shares = torch.where(active, z / (now - self.minimum + 1e-8), 0.0)
+        return (shares / shares.sum()).float()
+
+
+def famo_steps(strategy, reference: FamoReference, steps: range, seed: int = 4) -> None:
+    """Run both on the same random losses, task 1 muted at steps 3 and 4; ξ and the weights must agree."""
+    g = torch.Generator().manual_seed(seed)
+    for step in steps:
+        losses = (torch.rand(3, generator=g, dtype=torch.float64) + 0.5).float()
+        multipliers = [1.0, 0.0 if step in (3, 4) else 1.0, 1.0]
+        for task, value in enumerate(multipliers):
+            strategy.set_multiplier(task, value)
+        weights = strategy.compute_weights(losses)
+        expected = reference.weights(losses, multipliers)
+        torch.testing.assert_close(strategy.logits, reference.logits.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(weights, expected, rtol=1e-6, atol=0.0)
+        assert weights.dtype == losses.dtype
+
+
+def test_famo_logits_take_adam_steps_on_the_softmax_gradient_of_the_log_loss_drop():
+    """The paper's ξ update: d = log(L_prev − min) − log(L_now − min), ξ ← Adam(ξ, (∂z/∂ξ)ᵀ d), weight decay γ.
+
+    Over several steps, with min_losses, a task muted in the middle (its entry of d is 0 and
+    its z left out of the weights) and unmuted again.
+    """
+    minimum = [0.1, 0.0, 0.2]
+    strategy = weighting.get("famo", tasks=3, gamma=0.01, w_lr=0.05, min_losses=minimum)
+    famo_steps(strategy, FamoReference(minimum, gamma=0.01, w_lr=0.05), range(8))
+
+
+def test_famo_resumes_from_a_checkpoint_of_the_earlier_layout():
+    """Checkpoints written before ξ became buffers held ξ and an Adam state dict as extra state."""
+    minimum = [0.1, 0.0, 0.2]
+    reference = FamoReference(minimum, gamma=0.01, w_lr=0.05)
+    strategy = weighting.get("famo", tasks=3, gamma=0.01, w_lr=0.05, min_losses=minimum)
+    famo_steps(strategy, reference, range(5), seed=7)
+    earlier = {k: v for k, v in strategy.state_dict().items() if not k.startswith("logits")}
+    earlier["_extra_state"] = {"logits": reference.logits.detach().clone(), "optimizer": reference.adam.state_dict()}
+
+    resumed = weighting.get("famo", tasks=3, gamma=0.01, w_lr=0.05, min_losses=minimum)
+    resumed.load_state_dict(earlier)
+    famo_steps(resumed, reference, range(5, 9), seed=8)
+
+
 def test_famo_moves_weight_towards_the_task_that_improves_least():
     strategy = weighting.get("famo", tasks=2, gamma=0.0)
     strategy.compute_weights(torch.tensor([1.0, 1.0]))
     for _ in range(20):  # task 0 stalls, task 1 keeps halving
         strategy.compute_weights(torch.tensor([1.0, 1.0]))
         strategy.previous_losses[1] *= 2
-    logits = strategy._logits.detach()
+    logits = strategy.logits
     assert logits[0] > logits[1]
 
 
