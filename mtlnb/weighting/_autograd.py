@@ -10,6 +10,7 @@ backward pass.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -34,17 +35,53 @@ def reachable_leaves(loss: torch.Tensor) -> list[torch.Tensor]:
     return leaves
 
 
+@dataclass
+class TaskGradients:
+    """Each task's gradients of one step, as the combination needs them.
+
+    `rows[p]` stacks the tasks' gradients of shared parameter p, (tasks, *p.shape), zero
+    where a task does not reach p: the Gramian is summed from them. Every other leaf a
+    loss reaches keeps only the gradients of the tasks that reach it (`own`): a head's
+    parameter holds one, not a row per task of which all but one would be zeros.
+    """
+
+    shared: list[torch.Tensor]
+    rows: dict[torch.Tensor, torch.Tensor]
+    own: dict[torch.Tensor, list[tuple[int, torch.Tensor]]]
+
+    def gramian(self) -> torch.Tensor:
+        """G = J Jᵀ over the shared parameters, summed per parameter (J is never copied whole)."""
+        k = next(iter(self.rows.values())).shape[0]
+        return sum(flat @ flat.T for flat in (self.rows[p].reshape(k, -1) for p in self.shared))
+
+    def combine_into_grad(self, coefficients: torch.Tensor) -> None:
+        """Add Σᵢ cᵢ gᵢ to every leaf's `.grad`."""
+        values = coefficients.tolist()
+        for parameter, task_rows in self.rows.items():
+            grad = (coefficients.to(task_rows) @ task_rows.reshape(len(values), -1)).view(parameter.shape)
+            _accumulate(parameter, grad)
+        for parameter, grads in self.own.items():
+            # Out of place first: autograd may hand the same tensor to two leaves, or an expanded one.
+            total = grads[0][1] * values[grads[0][0]]
+            for task, grad in grads[1:]:
+                total.add_(grad, alpha=values[task])
+            _accumulate(parameter, total)
+
+
+def _accumulate(parameter: torch.Tensor, grad: torch.Tensor) -> None:
+    parameter.grad = grad if parameter.grad is None else parameter.grad + grad
+
+
 def per_task_gradients(
     losses: list[torch.Tensor],
     shared_parameters: Iterable[torch.Tensor] | None,
     only_shared: bool = False,
     retain_graph: bool = False,
-) -> tuple[list[torch.Tensor], dict[torch.Tensor, torch.Tensor]]:
-    """(shared parameters, {parameter: (tasks, *shape) gradient rows}) for every leaf any loss reaches.
+) -> TaskGradients:
+    """Each loss's gradients of every leaf any loss reaches, one backward pass per loss.
 
     Shared parameters are those given, or, if None, the leaves that two or more
-    of the losses reach. A row is zero where a task does not reach a parameter.
-    `only_shared` computes rows for the shared parameters alone.
+    of the losses reach. `only_shared` computes gradients of the shared parameters alone.
     """
     reach = [reachable_leaves(loss) for loss in losses]
     if not any(reach):
@@ -64,20 +101,36 @@ def per_task_gradients(
     if not shared:
         raise MTLError("the tasks share no parameter; a gradient method has nothing to combine (use a loss weighting)")
 
-    targets = shared if only_shared else [*ordered.values(), *(p for p in shared if id(p) not in ordered)]
-    rows = {leaf: torch.zeros((len(losses), *leaf.shape), dtype=leaf.dtype, device=leaf.device) for leaf in targets}
-    wanted = {id(leaf) for leaf in targets}
+    shared_ids = {id(p) for p in shared}
+    wanted = shared_ids if only_shared else shared_ids | ordered.keys()
+    per_leaf: dict[int, list[tuple[int, torch.Tensor]]] = {}
     for i, (loss, leaves) in enumerate(zip(losses, reach, strict=True)):
         leaves = [leaf for leaf in leaves if id(leaf) in wanted]
         if not leaves:
             continue
         grads = torch.autograd.grad(loss, leaves, retain_graph=retain_graph or i < len(losses) - 1, allow_unused=True)
         for leaf, grad in zip(leaves, grads, strict=True):
-            if grad is not None:
-                rows[leaf][i] = grad
+            if grad is None:
+                grad = torch.zeros_like(leaf)
+            elif not grad.is_contiguous():  # e.g. expanded from a sum: averaging across ranks writes in place
+                grad = grad.contiguous()
+            per_leaf.setdefault(id(leaf), []).append((i, grad))
+
+    rows = {p: _stack_rows(p, per_leaf.pop(id(p), []), len(losses)) for p in shared}
+    own = {ordered[key]: grads for key, grads in per_leaf.items()}
     # Under torchrun: each task's gradient averaged across ranks before any strategy combines them.
-    distributed.average_(list(rows.values()))
-    return shared, rows
+    distributed.average_([*rows.values(), *(grad for grads in own.values() for _, grad in grads)])
+    return TaskGradients(shared, rows, own)
+
+
+def _stack_rows(parameter: torch.Tensor, grads: list[tuple[int, torch.Tensor]], tasks: int) -> torch.Tensor:
+    """(tasks, *shape): task i's gradient in row i, zeros for the tasks that do not reach the parameter."""
+    if len(grads) == tasks:  # every task reaches it: one copy, no zero fill
+        return torch.stack([grad for _, grad in grads])
+    rows = torch.zeros((tasks, *parameter.shape), dtype=parameter.dtype, device=parameter.device)
+    for task, grad in grads:
+        rows[task] = grad
+    return rows
 
 
 def task_gradient_norms(
@@ -90,8 +143,8 @@ def task_gradient_norms(
     Under torchrun, of the gradients averaged across ranks.
     """
     if shared_parameters is None:
-        shared, rows = per_task_gradients(losses, None, only_shared=True, retain_graph=retain_graph)
-        per_task = [[rows[p][i] for p in shared] for i in range(len(losses))]
+        gradients = per_task_gradients(losses, None, only_shared=True, retain_graph=retain_graph)
+        per_task = [[gradients.rows[p][i] for p in gradients.shared] for i in range(len(losses))]
     else:
         shared = [p for p in shared_parameters if p.requires_grad]
         if not shared:

@@ -221,14 +221,9 @@ class GradientWeighting(Weighting):
 
         items = self._loss_list(losses)
         active = self._active()
-        k = len(active)
-        shared, rows = per_task_gradients([items[i] for i in active], shared_parameters)
-        # Summed per parameter, so the (tasks × all shared parameters) Jacobian is never copied whole.
-        gramian = sum(flat @ flat.T for flat in (rows[p].reshape(k, -1) for p in shared))
-        effective = self._effective(gramian, active)
-        for parameter, task_rows in rows.items():
-            grad = (effective.to(task_rows) @ task_rows.reshape(k, -1)).reshape(parameter.shape)
-            parameter.grad = grad if parameter.grad is None else parameter.grad + grad
+        gradients = per_task_gradients([items[i] for i in active], shared_parameters)
+        effective = self._effective(gradients.gramian(), active)
+        gradients.combine_into_grad(effective)
         weights = torch.zeros(self.num_tasks, dtype=torch.float64)
         weights[active] = effective
         self.weights.copy_(weights)
