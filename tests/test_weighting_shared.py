@@ -71,6 +71,33 @@ def test_shared_parameters_are_found_when_not_given(name):
 
 
 @pytest.mark.parametrize("name", GRADIENT)
+def test_every_parameter_gets_its_tasks_gradients_times_their_coefficients(name):
+    """Σ cᵢ gᵢ for shared parameters (as `aggregate` combines them) and cᵢ gᵢ for a task's own.
+
+    The own parameters are reached through a sum and a shared addition, where autograd
+    hands back an expanded tensor and one tensor for two leaves.
+    """
+    g = torch.Generator().manual_seed(3)
+    trunk = torch.randn(5, generator=g, requires_grad=True)
+    heads = [(torch.randn(4, generator=g, requires_grad=True), torch.randn(4, generator=g, requires_grad=True))]
+    heads += [(torch.randn(4, generator=g, requires_grad=True),) for _ in range(TASKS - 1)]
+    x, v = torch.randn(TASKS, 5, generator=g), torch.randn(4, generator=g)
+
+    def losses():
+        # ∂/∂head of (Σ head · v).sum() is v for each leaf of the first head, 1 for the others'
+        own = [((sum(head) * v).sum() if len(head) > 1 else head[0].sum()) for head in heads]
+        return [(trunk * x[i]).sum() ** 2 * (i + 1) + own[i] for i in range(TASKS)]
+
+    task_grads = torch.stack([torch.autograd.grad(loss, trunk)[0] for loss in losses()])
+    strategy = build(name)
+    strategy.backward(losses(), shared_parameters=[trunk])
+    torch.testing.assert_close(trunk.grad, strategy.aggregate(task_grads))
+    for weight, head in zip(strategy.weights.tolist(), heads):
+        for parameter in head:
+            torch.testing.assert_close(parameter.grad, weight * (v if len(head) > 1 else torch.ones(4)))
+
+
+@pytest.mark.parametrize("name", GRADIENT)
 def test_aggregate_maps_a_gradient_matrix_to_one_gradient(name):
     grads = torch.randn(TASKS, 50, generator=torch.Generator().manual_seed(0))
     combined = build(name).aggregate(grads)
