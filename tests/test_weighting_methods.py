@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import mtlnb.weighting as weighting
+from mtlnb.weighting._solvers import _cagrad_interior
 from mtlnb.weighting.aligned_mtl import AlignedMTL
 from mtlnb.weighting.base import GradientWeighting
 
@@ -74,12 +75,26 @@ def test_pcgrad_is_the_papers_projection_for_a_given_order():
     torch.testing.assert_close(seeded[0], seeded[1], rtol=0, atol=0)  # deterministic for a given seed
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["conflicting", "inside-the-simplex"])
 @pytest.mark.parametrize("seed", range(10))
-def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed):
+def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed, inside, monkeypatch):
+    """Conflicting gradients of spread norms put the inner minimiser on the simplex's boundary
+    (the active-set method); the cases `inside` put it inside (the closed form)."""
     from scipy.optimize import minimize
 
+    from mtlnb.weighting import _solvers
+
     tasks, c = 2 + seed % 5, 0.1 + 0.1 * (seed % 9)
-    grads = conflicting_gradients(seed, tasks, spread=20).numpy()
+    if inside:  # nearly orthogonal, of nearly equal norms (like the benchmark's tasks), and c >= 0.5
+        c = 0.5 + 0.1 * (seed % 6)
+        rng = np.random.default_rng(seed)
+        grads = rng.normal(size=(tasks, 400)) * rng.uniform(0.9, 1.1, (tasks, 1))
+    else:
+        grads = conflicting_gradients(seed, tasks, spread=20).numpy()
+    closed_forms = []
+    monkeypatch.setattr(
+        _solvers, "_cagrad_interior", lambda *a: closed_forms.append(_cagrad_interior(*a)) or closed_forms[-1]
+    )
     gramian = grads @ grads.T
     g0 = grads.mean(0)
     sqrt_phi = c * np.linalg.norm(g0)
@@ -110,6 +125,8 @@ def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed):
         for x0 in starts
     )
     assert inner(w) <= reference + 1e-6 * max(1.0, abs(reference))
+    if inside:
+        assert closed_forms[-1] is not None, "this case is meant to exercise the closed form"
     gw = w @ grads
     np.testing.assert_allclose(d, g0 + sqrt_phi / np.linalg.norm(gw) * gw, rtol=1e-9, atol=1e-9)
 
