@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import mtlnb.weighting as weighting
-from mtlnb.weighting._solvers import _cagrad_interior
 from mtlnb.weighting.aligned_mtl import AlignedMTL
 from mtlnb.weighting.base import GradientWeighting
 
@@ -78,8 +77,8 @@ def test_pcgrad_is_the_papers_projection_for_a_given_order():
 @pytest.mark.parametrize("inside", [False, True], ids=["conflicting", "inside-the-simplex"])
 @pytest.mark.parametrize("seed", range(10))
 def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed, inside, monkeypatch):
-    """Conflicting gradients of spread norms put the inner minimiser on the simplex's boundary
-    (the active-set method); the cases `inside` put it inside (the closed form)."""
+    """Conflicting gradients of spread norms put the inner minimiser on the simplex's boundary,
+    the cases `inside` inside it. Solved from the centre and from other starting points."""
     from scipy.optimize import minimize
 
     from mtlnb.weighting import _solvers
@@ -91,10 +90,6 @@ def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed, inside,
         grads = rng.normal(size=(tasks, 400)) * rng.uniform(0.9, 1.1, (tasks, 1))
     else:
         grads = conflicting_gradients(seed, tasks, spread=20).numpy()
-    closed_forms = []
-    monkeypatch.setattr(
-        _solvers, "_cagrad_interior", lambda *a: closed_forms.append(_cagrad_interior(*a)) or closed_forms[-1]
-    )
     gramian = grads @ grads.T
     g0 = grads.mean(0)
     sqrt_phi = c * np.linalg.norm(g0)
@@ -102,12 +97,6 @@ def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed, inside,
     def inner(w):
         return (w @ grads) @ g0 + sqrt_phi * np.linalg.norm(w @ grads)
 
-    strategy = weighting.get("cagrad", tasks=tasks, c=c)
-    d = strategy.aggregate(torch.tensor(grads)).numpy()
-    # Recover w from d = g0 + (√φ/‖g_w‖) g_w and check it against a tight reference solver.
-    from mtlnb.weighting._solvers import cagrad_weights
-
-    w = cagrad_weights(gramian, c)
     constraint = {"type": "eq", "fun": lambda v: v.sum() - 1}
     starts = [np.full(tasks, 1 / tasks), *np.random.default_rng(seed).dirichlet(np.ones(tasks), 3)]
     options = {"ftol": 1e-15, "maxiter": 500}
@@ -124,9 +113,25 @@ def test_cagrad_is_the_papers_update_with_the_inner_problem_solved(seed, inside,
         )
         for x0 in starts
     )
+    closed_forms = []
+    closed_form = _solvers._cagrad_closed_form
+    monkeypatch.setattr(
+        _solvers, "_cagrad_closed_form", lambda *a: closed_forms.append(closed_form(*a)) or closed_forms[-1]
+    )
+
+    w = _solvers.cagrad_weights(gramian, c)
     assert inner(w) <= reference + 1e-6 * max(1.0, abs(reference))
+    if tasks <= 5:  # every face is tried in closed form; beyond, the start's face and the whole simplex
+        assert closed_forms[-1] is not None, "found in closed form, not by the Newton fallback"
     if inside:
-        assert closed_forms[-1] is not None, "this case is meant to exercise the closed form"
+        assert np.all(w > 1e-9)
+    rng = np.random.default_rng(seed + 100)
+    for start in [rng.dirichlet(np.ones(tasks)), np.eye(tasks)[tasks - 1], w]:  # anywhere, a vertex, the answer
+        np.testing.assert_allclose(_solvers.cagrad_weights(gramian, c, start=start), w, atol=1e-8)
+    assert closed_forms[-1] is not None, "from the answer: its face's closed form"
+
+    # The strategy's step: d = g0 + (√φ/‖g_w‖) g_w.
+    d = weighting.get("cagrad", tasks=tasks, c=c).aggregate(torch.tensor(grads)).numpy()
     gw = w @ grads
     np.testing.assert_allclose(d, g0 + sqrt_phi / np.linalg.norm(gw) * gw, rtol=1e-9, atol=1e-9)
 

@@ -37,30 +37,39 @@ def reachable_leaves(loss: torch.Tensor) -> list[torch.Tensor]:
 
 @dataclass
 class TaskGradients:
-    """Each task's gradients of one step, as the combination needs them.
+    """Each task's gradients of one step, as autograd returned them.
 
-    `rows[p]` stacks the tasks' gradients of shared parameter p, (tasks, *p.shape), zero
-    where a task does not reach p: the Gramian is summed from them. Every other leaf a
-    loss reaches keeps only the gradients of the tasks that reach it (`own`): a head's
-    parameter holds one, not a row per task of which all but one would be zeros.
+    `grads[leaf]` lists (task, gradient) for the tasks that reach the leaf: a head's
+    parameter holds one, a shared one a gradient per task. Neither the Gramian nor the
+    combination copies them into a (tasks × parameters) matrix: in a training step that
+    copy lands in fresh memory and cost more (in benchmarks/bench_weighting.py) than
+    the products it would have fed.
     """
 
+    tasks: int
     shared: list[torch.Tensor]
-    rows: dict[torch.Tensor, torch.Tensor]
-    own: dict[torch.Tensor, list[tuple[int, torch.Tensor]]]
+    grads: dict[torch.Tensor, list[tuple[int, torch.Tensor]]]
 
     def gramian(self) -> torch.Tensor:
-        """G = J Jᵀ over the shared parameters, summed per parameter (J is never copied whole)."""
-        k = next(iter(self.rows.values())).shape[0]
-        return sum(flat @ flat.T for flat in (self.rows[p].reshape(k, -1) for p in self.shared))
+        """G = J Jᵀ over the shared parameters (float64): a dot product per pair of tasks and parameter."""
+        k, cells, dots = self.tasks, [], []
+        for parameter in self.shared:
+            flat = [(task, grad.reshape(-1)) for task, grad in self.grads.get(parameter, [])]
+            for n, (i, gi) in enumerate(flat):
+                for j, gj in flat[n:]:
+                    cells.append(i * k + j)
+                    dots.append(torch.dot(gi, gj))
+        if not dots:
+            return torch.zeros(k, k, dtype=torch.float64)
+        values = torch.stack(dots).double()
+        upper = torch.zeros(k * k, dtype=torch.float64, device=values.device)
+        upper = upper.index_add_(0, torch.tensor(cells, device=values.device), values).view(k, k)
+        return upper + upper.triu(1).T
 
     def combine_into_grad(self, coefficients: torch.Tensor) -> None:
         """Add Σᵢ cᵢ gᵢ to every leaf's `.grad`."""
         values = coefficients.tolist()
-        for parameter, task_rows in self.rows.items():
-            grad = (coefficients.to(task_rows) @ task_rows.reshape(len(values), -1)).view(parameter.shape)
-            _accumulate(parameter, grad)
-        for parameter, grads in self.own.items():
+        for parameter, grads in self.grads.items():
             # Out of place first: autograd may hand the same tensor to two leaves, or an expanded one.
             total = grads[0][1] * values[grads[0][0]]
             for task, grad in grads[1:]:
@@ -116,21 +125,9 @@ def per_task_gradients(
                 grad = grad.contiguous()
             per_leaf.setdefault(id(leaf), []).append((i, grad))
 
-    rows = {p: _stack_rows(p, per_leaf.pop(id(p), []), len(losses)) for p in shared}
-    own = {ordered[key]: grads for key, grads in per_leaf.items()}
     # Under torchrun: each task's gradient averaged across ranks before any strategy combines them.
-    distributed.average_([*rows.values(), *(grad for grads in own.values() for _, grad in grads)])
-    return TaskGradients(shared, rows, own)
-
-
-def _stack_rows(parameter: torch.Tensor, grads: list[tuple[int, torch.Tensor]], tasks: int) -> torch.Tensor:
-    """(tasks, *shape): task i's gradient in row i, zeros for the tasks that do not reach the parameter."""
-    if len(grads) == tasks:  # every task reaches it: one copy, no zero fill
-        return torch.stack([grad for _, grad in grads])
-    rows = torch.zeros((tasks, *parameter.shape), dtype=parameter.dtype, device=parameter.device)
-    for task, grad in grads:
-        rows[task] = grad
-    return rows
+    distributed.average_([grad for grads in per_leaf.values() for _, grad in grads])
+    return TaskGradients(len(losses), shared, {ordered[key]: grads for key, grads in per_leaf.items()})
 
 
 def task_gradient_norms(
@@ -144,7 +141,10 @@ def task_gradient_norms(
     """
     if shared_parameters is None:
         gradients = per_task_gradients(losses, None, only_shared=True, retain_graph=retain_graph)
-        per_task = [[gradients.rows[p][i] for p in gradients.shared] for i in range(len(losses))]
+        per_task = [[torch.zeros_like(p) for p in gradients.shared] for _ in losses]
+        for n, parameter in enumerate(gradients.shared):
+            for task, grad in gradients.grads.get(parameter, []):
+                per_task[task][n] = grad
     else:
         shared = [p for p in shared_parameters if p.requires_grad]
         if not shared:

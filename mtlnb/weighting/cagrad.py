@@ -32,11 +32,13 @@ class CAGrad(GradientWeighting):
             "a non-negative float",
         )
         self.c, self.rescale = float(c), bool(rescale)
+        self._previous: np.ndarray | None = None  # the last step's w: where the solver starts
 
     def coefficients(self, gramian: np.ndarray) -> np.ndarray:
         k = len(gramian)
         mean = np.full(k, 1.0 / k)
-        w = cagrad_weights(gramian, self.c)
+        w = cagrad_weights(gramian, self.c, start=self._previous)
+        self._previous = w
         norm_gw = math.sqrt(max(w @ gramian @ w, 0.0))
         norm_g0 = math.sqrt(max(mean @ gramian @ mean, 0.0))
         coefficients = mean + (self.c * norm_g0 / norm_gw) * w if norm_gw > 0 else mean
