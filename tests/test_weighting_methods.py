@@ -341,6 +341,30 @@ def test_gradnorm_later_steps_pull_each_weight_toward_its_relative_loss_ratio():
     torch.testing.assert_close(strategy.weights, w, rtol=1e-6, atol=0)  # the weights it reports
 
 
+@pytest.mark.parametrize("muted", [None, 1])
+@pytest.mark.parametrize("given", ["last shared layer", "found"])
+def test_gradnorm_leaves_the_models_gradients_of_its_weighted_loss(given, muted):
+    """Every parameter's gradient is that of Σ wᵢLᵢ, including W's, assembled from the task gradients."""
+    model, twin = HardSharing(), HardSharing()
+    strategy = weighting.get("gradnorm", tasks=3)
+    with torch.no_grad():
+        strategy.loss_scales.copy_(torch.tensor([0.5, 1.7, 0.8]))
+    if muted is not None:
+        strategy.set_multiplier(muted, 0.0)
+    strategy.set_multiplier(2, 1.5)
+    shared = list(model.trunk[0].parameters()) if given == "last shared layer" else None
+    x, ys = batch(seed=2)
+    strategy.backward(model.losses(x, ys), shared_parameters=shared)
+    weights = strategy.weights.tolist()
+    assert weights[2] == pytest.approx(0.8 * 1.5 * 3 / 3.0, rel=1e-5)  # the scales already sum to 3
+    sum(w * loss for w, loss in zip(weights, twin.losses(x, ys), strict=True)).backward()
+    for (name, got), expected in zip(model.named_parameters(), twin.parameters(), strict=True):
+        if got.grad is None:  # a muted task's head: 0·L leaves zeros on the twin
+            assert muted is not None and not expected.grad.any(), name
+        else:
+            torch.testing.assert_close(got.grad, expected.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_gradnorm_renormalises_its_weights_to_sum_to_the_task_count():
     _, strategy = train("gradnorm", steps=5)
     strategy.backward(HardSharing().losses(*batch()))
