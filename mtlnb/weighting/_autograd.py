@@ -2,9 +2,9 @@
 
 Measured on the benchmark model (2 cores): a loop of `autograd.grad` calls costs
 2.1× an equal-weighting step, a batched vector-Jacobian product (vmap) 2.75×, so
-the loop it is. The rows are kept for the shared parameters and each task's own
-parameters, and the combined gradient is written from them, without a further
-backward pass.
+the loop it is. The gradients are kept as autograd returns them, per leaf and task
+(`TaskGradients`); the Gramian and the combined gradient are computed from them,
+without a further backward pass.
 """
 
 from __future__ import annotations
