@@ -74,10 +74,11 @@ def cagrad_weights(
 ) -> np.ndarray:
     """argmin over the simplex of F(w) = wᵀ G b + √φ ‖Σ wᵢ gᵢ‖, b = 1/k, φ = c² ‖g₀‖² (Liu et al. 2021).
 
-    First the minimiser of a face of the simplex in closed form, kept where it meets the
-    optimality (KKT) conditions (`_cagrad_on_face`): the face of `start` (the previous
-    step's answer), the whole simplex, and for up to five tasks every other face. Where
-    none does (a singular Gramian, c = 0, more tasks): active-set Newton, Newton steps in the affine hull of a working set of tasks,
+    First in closed form (`_cagrad_closed_form`): the minimiser on a face of the simplex,
+    kept where it meets the optimality (KKT) conditions. `start` (the previous step's
+    answer) only says which face to try first. Where no face gives it (c = 0, a singular
+    Gramian, more than five tasks and neither the start's face nor the whole simplex):
+    active-set Newton, Newton steps in the affine hull of a working set of tasks,
     truncated at the simplex boundary with a backtracking line search. A task at 0
     whose step would be negative leaves the working set; a task outside it joins when
     its partial derivative is below the working set's multiplier (the KKT conditions).
@@ -135,7 +136,11 @@ def cagrad_weights(
 
 def _cagrad_closed_form(G: np.ndarray, a: np.ndarray, sqrt_phi: float, start: np.ndarray | None) -> np.ndarray | None:
     """The minimiser from the faces' closed forms, or None: tried on the face of `start`,
-    at every vertex at once, on the whole simplex, then (k <= 5) on every other face."""
+    at every vertex at once, on the whole simplex, then (k <= 5) on every other face.
+
+    In training the face rarely stays the same from step to step (in the benchmark, a
+    vertex one step, an edge the next), hence the vertices all at once and the rest after.
+    """
     if sqrt_phi <= 0:  # F is linear: no stationary point to solve for
         return None
     k = len(G)
@@ -189,8 +194,6 @@ def _cagrad_on_face(G: np.ndarray, a: np.ndarray, sqrt_phi: float, face: np.ndar
     a Newton iteration costs about as much and five or so are needed (300 µs for three
     tasks, 10% of the benchmark's step).
     """
-    if sqrt_phi <= 0:
-        return None
     w = _cagrad_face_minimiser(G, a, sqrt_phi, face)
     if w is None or not np.all(w[face] > 1e-12):
         return None
