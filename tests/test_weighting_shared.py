@@ -97,6 +97,31 @@ def test_every_parameter_gets_its_tasks_gradients_times_their_coefficients(name)
             torch.testing.assert_close(parameter.grad, weight * (v if len(head) > 1 else torch.ones(4)))
 
 
+@pytest.mark.parametrize("name", [n for n in GRADIENT if n not in RANDOM])
+def test_shared_parameters_of_two_dtypes_are_combined_as_one_gradient(name):
+    """A trunk half in float32, half in float64: one Gramian over both, each gradient in its own dtype."""
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(4, 8), torch.nn.Linear(8, 8).double()
+    heads = [torch.nn.Linear(8, 1).double() for _ in range(TASKS)]
+    x = torch.randn(16, 4)
+
+    def losses():
+        z = second(torch.tanh(first(x)).double())
+        return [head(z).pow(2).mean() * (i + 1) for i, head in enumerate(heads)]
+
+    shared = [*first.parameters(), *second.parameters()]
+    jacobian = torch.stack(
+        [
+            torch.cat([g.double().reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)])
+            for loss in losses()
+        ]
+    )
+    build(name).backward(losses(), shared_parameters=shared)
+    combined = torch.cat([p.grad.double().reshape(-1) for p in shared])
+    torch.testing.assert_close(combined, build(name).aggregate(jacobian), rtol=1e-5, atol=1e-7)
+    assert [p.grad.dtype for p in shared] == [p.dtype for p in shared]
+
+
 @pytest.mark.parametrize("name", GRADIENT)
 def test_aggregate_maps_a_gradient_matrix_to_one_gradient(name):
     grads = torch.randn(TASKS, 50, generator=torch.Generator().manual_seed(0))
