@@ -98,6 +98,38 @@ def test_every_parameter_gets_its_tasks_gradients_times_their_coefficients(name)
 
 
 @pytest.mark.parametrize("name", [n for n in GRADIENT if n not in RANDOM])
+def test_small_and_large_shared_parameters_and_one_that_a_task_does_not_reach(name):
+    """Small shared tensors are combined as one block, large ones one by one; a task that does not
+    reach a shared tensor counts as a zero gradient there, as in `aggregate`."""
+    from mtlnb.weighting._autograd import SMALL
+
+    g = torch.Generator().manual_seed(5)
+    small_a, small_b = (torch.randn(7, generator=g, requires_grad=True) for _ in range(2))
+    large = torch.randn(SMALL + 1, generator=g, requires_grad=True)
+    x = torch.randn(TASKS, SMALL + 1, generator=g)
+
+    def losses():
+        reach_b = [0.0, 1.0, 2.0]  # task 0 does not reach small_b at all
+        return [
+            (large * x[i]).sum().tanh()
+            + (small_a * (i + 1)).sin().sum()
+            + (small_b.cos().sum() * reach_b[i] if i else 0)
+            for i in range(TASKS)
+        ]
+
+    shared = [small_a, large, small_b]
+    rows = []
+    for loss in losses():
+        grads = torch.autograd.grad(loss, shared, allow_unused=True)
+        rows.append(
+            torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)])
+        )
+    build(name).backward(losses(), shared_parameters=shared)
+    combined = torch.cat([p.grad.reshape(-1) for p in shared])
+    torch.testing.assert_close(combined, build(name).aggregate(torch.stack(rows)), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", [n for n in GRADIENT if n not in RANDOM])
 def test_shared_parameters_of_two_dtypes_are_combined_as_one_gradient(name):
     """A trunk half in float32, half in float64: one Gramian over both, each gradient in its own dtype."""
     torch.manual_seed(0)

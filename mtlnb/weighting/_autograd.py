@@ -35,41 +35,81 @@ def reachable_leaves(loss: torch.Tensor) -> list[torch.Tensor]:
     return leaves
 
 
+# Shared parameters up to this size (biases, norms' scales) go into one (tasks × their total)
+# block: one product for all of them instead of a few small ops each, which for a model of
+# many small tensors cost more than the tensors' arithmetic (a 50-layer trunk of width 64, 200
+# tensors: MGDA 3.42x -> 3.09x a fixed step). Larger ones are used as they are.
+SMALL = 4096
+
+
 @dataclass
 class TaskGradients:
     """Each task's gradients of one step, as autograd returned them.
 
     `grads[leaf]` lists (task, gradient) for the tasks that reach the leaf: a head's
-    parameter holds one, a shared one a gradient per task. Neither the Gramian nor the
-    combination copies them into a (tasks × parameters) matrix: in a training step that
-    copy lands in fresh memory and cost more (in benchmarks/bench_weighting.py) than
-    the products it would have fed.
+    parameter holds one, a shared one a gradient per task. The large shared gradients
+    are not copied into a (tasks × parameters) matrix: in a training step that copy lands
+    in fresh memory and cost more (in benchmarks/bench_weighting.py) than the products it
+    would have fed. The small ones are (`SMALL`): copying them costs less than the ops saved.
     """
 
     tasks: int
     shared: list[torch.Tensor]
     grads: dict[torch.Tensor, list[tuple[int, torch.Tensor]]]
 
+    def __post_init__(self) -> None:
+        reached = [p for p in self.shared if p in self.grads]
+        small = [p for p in reached if p.numel() <= SMALL]
+        kind = (small[0].dtype, small[0].device) if small else None
+        small = [p for p in small if (p.dtype, p.device) == kind]  # one block holds one dtype on one device
+        self.small = small if len(small) > 1 else []
+        grouped = {id(p) for p in self.small}
+        self.large = [p for p in reached if id(p) not in grouped]
+        self.block = self._small_block() if self.small else None
+
+    def _small_block(self) -> torch.Tensor:
+        """(tasks, Σ numel) of the small shared parameters' gradients, zero where a task does not reach one."""
+        rows: list[list[torch.Tensor | None]] = [[None] * len(self.small) for _ in range(self.tasks)]
+        for n, parameter in enumerate(self.small):
+            for task, grad in self.grads[parameter]:
+                rows[task][n] = grad.reshape(-1)
+        flat = [
+            grad if grad is not None else self.small[n].new_zeros(self.small[n].numel())
+            for row in rows
+            for n, grad in enumerate(row)
+        ]
+        return torch.cat(flat).view(self.tasks, -1)
+
     def gramian(self) -> torch.Tensor:
-        """G = J Jᵀ over the shared parameters (float64): a dot product per pair of tasks and parameter."""
+        """G = J Jᵀ over the shared parameters (float64): a dot product per pair of tasks and large parameter,
+        one product for the small ones."""
         k, cells, dots = self.tasks, [], []
-        for parameter in self.shared:
-            flat = [(task, grad.reshape(-1)) for task, grad in self.grads.get(parameter, [])]
+        for parameter in self.large:
+            flat = [(task, grad.reshape(-1)) for task, grad in self.grads[parameter]]
             for n, (i, gi) in enumerate(flat):
                 for j, gj in flat[n:]:
                     cells.append(i * k + j)
                     dots.append(torch.dot(gi, gj))
-        if not dots:
-            return torch.zeros(k, k, dtype=torch.float64)
-        values = torch.stack(dots).double()
-        upper = torch.zeros(k * k, dtype=torch.float64, device=values.device)
-        upper = upper.index_add_(0, torch.tensor(cells, device=values.device), values).view(k, k)
-        return upper + upper.triu(1).T
+        gramian = torch.zeros(k, k, dtype=torch.float64)
+        if dots:
+            values = torch.stack(dots).double().cpu()
+            upper = torch.zeros(k * k, dtype=torch.float64).index_add_(0, torch.tensor(cells), values).view(k, k)
+            gramian += upper + upper.triu(1).T
+        if self.block is not None:
+            gramian += (self.block @ self.block.T).double().cpu()
+        return gramian
 
     def combine_into_grad(self, coefficients: torch.Tensor) -> None:
         """Add Σᵢ cᵢ gᵢ to every leaf's `.grad`."""
         values = coefficients.tolist()
+        grouped = {id(p) for p in self.small}
+        if self.block is not None:
+            combined = coefficients.to(self.block) @ self.block
+            for parameter, grad in zip(self.small, combined.split([p.numel() for p in self.small]), strict=True):
+                _accumulate(parameter, grad.view(parameter.shape))
         for parameter, grads in self.grads.items():
+            if id(parameter) in grouped:
+                continue
             # Out of place first: autograd may hand the same tensor to two leaves, or an expanded one.
             total = grads[0][1] * values[grads[0][0]]
             for task, grad in grads[1:]:
