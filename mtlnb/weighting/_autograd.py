@@ -9,6 +9,7 @@ without a further backward pass.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,12 +64,16 @@ class TaskGradients:
         kind = (small[0].dtype, small[0].device) if small else None
         small = [p for p in small if (p.dtype, p.device) == kind]  # one block holds one dtype on one device
         self.small = small if len(small) > 1 else []
-        grouped = {id(p) for p in self.small}
-        self.large = [p for p in reached if id(p) not in grouped]
-        self.block = self._small_block() if self.small else None
+        self._grouped = {id(p) for p in self.small}
+        self.large = [p for p in reached if id(p) not in self._grouped]
 
-    def _small_block(self) -> torch.Tensor:
-        """(tasks, Σ numel) of the small shared parameters' gradients, zero where a task does not reach one."""
+    @functools.cached_property
+    def block(self) -> torch.Tensor | None:
+        """(tasks, Σ numel) of the small shared parameters' gradients, zero where a task does not reach one.
+
+        Built on first use: GradNorm reads the gradients alone and needs no block."""
+        if not self.small:
+            return None
         rows: list[list[torch.Tensor | None]] = [[None] * len(self.small) for _ in range(self.tasks)]
         for n, parameter in enumerate(self.small):
             for task, grad in self.grads[parameter]:
@@ -102,13 +107,12 @@ class TaskGradients:
     def combine_into_grad(self, coefficients: torch.Tensor) -> None:
         """Add Σᵢ cᵢ gᵢ to every leaf's `.grad`."""
         values = coefficients.tolist()
-        grouped = {id(p) for p in self.small}
         if self.block is not None:
             combined = coefficients.to(self.block) @ self.block
             for parameter, grad in zip(self.small, combined.split([p.numel() for p in self.small]), strict=True):
                 _accumulate(parameter, grad.view(parameter.shape))
         for parameter, grads in self.grads.items():
-            if id(parameter) in grouped:
+            if id(parameter) in self._grouped:
                 continue
             # Out of place first: autograd may hand the same tensor to two leaves, or an expanded one.
             total = grads[0][1] * values[grads[0][0]]

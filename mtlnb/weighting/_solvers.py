@@ -151,7 +151,7 @@ def _cagrad_closed_form(G: np.ndarray, a: np.ndarray, sqrt_phi: float, start: np
             return found
     if (found := _cagrad_at_a_vertex(G, a, sqrt_phi)) is not None:
         return found
-    for face in [np.ones(k, dtype=bool), *(_all_faces(k) if k <= 5 else [])]:
+    for face in _all_faces(k) if k <= 5 else [np.ones(k, dtype=bool)]:  # the whole simplex first
         if face.sum() > 1 and not any(np.array_equal(face, seen) for seen in tried):
             tried.append(face)
             if (found := _cagrad_on_face(G, a, sqrt_phi, face)) is not None:
